@@ -1,0 +1,55 @@
+"""Freezing helpers shared by the built-in backbones: frozen BatchNorm and frozen lower stages."""
+
+from collections.abc import Sequence
+from typing import Optional
+
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+
+def resolve_trainable_stages(trainable_layers: Optional[int], pretrained: bool, num_stages: int, pretrained_default: int) -> int:
+    """torchvision's rule: all stages train from scratch; ``pretrained_default`` of them otherwise."""
+    if trainable_layers is None:
+        return pretrained_default if pretrained else num_stages
+    if not 0 <= trainable_layers <= num_stages:
+        raise ValueError(f"trainable_layers must be in [0, {num_stages}], got {trainable_layers}")
+    return trainable_layers
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replaces every ``nn.BatchNorm2d`` inside ``module`` by a ``FrozenBatchNorm2d`` with its statistics.
+
+    Returns the converted module (``module`` itself unless it is a BatchNorm2d).
+    """
+    if isinstance(module, nn.BatchNorm2d):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        if module.affine:
+            frozen.weight.copy_(module.weight.detach())
+            frozen.bias.copy_(module.bias.detach())
+        if module.track_running_stats:
+            frozen.running_mean.copy_(module.running_mean)
+            frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        converted = freeze_batchnorm(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module
+
+
+def freeze_lower_stages(root: nn.Module, stages: Sequence[Sequence[str]], trainable_stages: int) -> None:
+    """Freezes all but the top ``trainable_stages`` of ``stages``.
+
+    Args:
+        root: the module the stage paths are relative to.
+        stages: submodule paths of each stage, ordered from the input upwards.
+        trainable_stages: how many stages, counted from the top, keep training.
+
+    Frozen stages get no gradients, and their BatchNorm layers become ``FrozenBatchNorm2d`` so that
+    their statistics stop moving too, as detectron2 does for ``FREEZE_AT``.
+    """
+    for stage in stages[: len(stages) - trainable_stages]:
+        for path in stage:
+            module = freeze_batchnorm(root.get_submodule(path))
+            module.requires_grad_(False)
+            root.set_submodule(path, module)
