@@ -20,6 +20,7 @@ setup(
         "opencv-python-headless>=4.8",
         "tensorboard>=2.14",
         "PyYAML>=6.0",
+        "pydantic>=2.0",
         "tqdm>=4.66",
     ],
     extras_require={

@@ -1,0 +1,148 @@
+"""Checkpoints: atomic saving, safe loading, RNG state, and rebuilding a detector from one file.
+
+A checkpoint is a dict saved with ``torch.save``:
+
+- ``model``: the detector's state dict; ``config``: the resolved config as a plain dict;
+  ``class_names``: the K foreground names (label k is ``class_names[k - 1]``);
+- ``iteration``: iterations completed; ``optimizer``, ``scheduler``, ``scaler``: state dicts or None;
+- ``best_metric``: ``{"name", "value", "iteration"}`` or None; ``rng``: see :func:`capture_rng_state`;
+- ``format_version``.
+
+Everything in it is loadable with ``torch.load(weights_only=True)``.
+"""
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+
+from .config import Config, config_from_dict
+from .errors import CheckpointError, ConfigError
+from .model_factory import detector_from_config
+
+FORMAT_VERSION = 1
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class LoadedDetector:
+    model: FasterRCNN
+    config: Config
+    class_names: list[str]
+    iteration: int
+
+
+def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> None:
+    """Writes ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"format_version": FORMAT_VERSION, **checkpoint}, file)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def load_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
+        raise CheckpointError(f"{path}: not a checkpoint of this toolkit (expected the keys 'model' and 'config')")
+    return checkpoint
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) generator states, in weights_only-loadable types."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "has_gauss": has_gauss, "cached": cached},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, skip_mismatched_predictor: bool = False) -> list[str]:
+    """Loads ``state_dict`` into ``model``; every other difference is a :class:`CheckpointError`.
+
+    BatchNorm step counters may differ (a model rebuilt without its pretrained weights has trainable
+    BatchNorm where the trained one had frozen BatchNorm). With ``skip_mismatched_predictor``, box
+    predictor weights of another class count are skipped (fine-tuning on other classes).
+
+    Returns:
+        The keys that were skipped.
+    """
+    expected = model.state_dict()
+    skipped = []
+    if skip_mismatched_predictor:
+        skipped = [
+            key
+            for key in state_dict
+            if key.startswith("roi_heads.box_predictor.") and key in expected and expected[key].shape != state_dict[key].shape
+        ]
+    missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state_dict.keys() - expected.keys() if not k.endswith("num_batches_tracked"))
+    wrong_shape = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state_dict.keys() & expected.keys()
+        if k not in skipped and state_dict[k].shape != expected[k].shape
+    )
+    problems = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape (checkpoint vs model)", wrong_shape)) if keys]
+    if problems:
+        raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(problems)})")
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in expected and k not in skipped}, strict=False)
+    return skipped
+
+
+def load_detector(path: PathLike, *, device: Union[str, torch.device] = "cpu", num_classes: Optional[int] = None) -> LoadedDetector:
+    """Rebuilds the detector stored in a checkpoint, from its own config, in eval mode.
+
+    Args:
+        num_classes: if given (background included), the checkpoint must have been trained for it.
+    """
+    path = os.fspath(path)
+    checkpoint = load_checkpoint(path)
+    try:
+        config = config_from_dict(checkpoint["config"], source=f"{path} (stored config)")
+    except ConfigError as error:
+        raise CheckpointError(str(error)) from None
+    class_names = list(checkpoint.get("class_names") or [])
+    if num_classes is not None and num_classes != len(class_names) + 1:
+        raise CheckpointError(
+            f"{path}: trained for {len(class_names)} classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
+            f"but the dataset has {num_classes - 1}"
+        )
+    model = detector_from_config(config.model, len(class_names) + 1, backbone_weights=False)
+    load_model_state(model, checkpoint["model"], path)
+    return LoadedDetector(model.to(device).eval(), config, class_names, int(checkpoint.get("iteration", 0)))

@@ -1,0 +1,231 @@
+"""Typed experiment configuration: YAML files in ``configs/``, command-line overrides, validation.
+
+A config file is a mapping with the sections of :class:`Config`. It may start from other files with
+``_base_: other.yaml`` (a path relative to the file, or a list of them); later values win, mappings merge
+key by key. Overrides are ``section.key=value`` strings whose value is parsed as YAML
+(``solver.base_lr=0.01``, ``model.anchor_sizes=[32,64,128]``, ``model.weights=null``). Unknown keys and
+values of the wrong type are errors that name the key.
+"""
+
+import copy
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from .data.transforms import AugmentationOptions
+from .detector import DetectorOptions
+from .errors import ConfigError
+
+DATASET_METRICS = {"coco": "coco", "shapes": "coco", "voc": "voc"}
+DEFAULT_BEST_METRIC = {"coco": "bbox/AP", "voc": "voc/mAP"}
+
+
+@dataclass(frozen=True)
+class ModelConfig(DetectorOptions):
+    """The detector: a registered backbone, its initial weights, and every :class:`DetectorOptions`."""
+
+    backbone: str = "resnet101"
+    weights: Optional[str] = None  # None (random init), "imagenet", or a torchvision state dict path
+    trainable_layers: Optional[int] = None  # None: the backbone's default (see README)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # further builder arguments
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Dataset, splits and loading."""
+
+    dataset: str = "shapes"  # coco | voc | shapes
+    root: Optional[str] = None  # None: $DETECTION_DATASETS/<dataset> or ./datasets/<dataset>
+    train_split: str = "train"
+    test_split: str = "val"
+    classes: Optional[tuple[str, ...]] = None  # VOC only: a custom class list
+    keep_empty: bool = False  # train on images without objects as negatives
+    num_workers: int = 2  # per process
+    aspect_ratio_grouping: bool = True
+    on_bad_image: Literal["raise", "skip"] = "raise"
+    augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """SGD with momentum, linear warm-up and step decay, over a fixed number of iterations.
+
+    The learning rate scales linearly with the batch: ``lr = base_lr * images_per_batch /
+    reference_batch_size`` (Goyal et al. 2017), so overriding ``images_per_batch`` alone keeps the
+    recipe's per-image step. ``images_per_batch`` is the total over all processes.
+    """
+
+    max_iter: int = 1000
+    images_per_batch: int = 2
+    reference_batch_size: Optional[int] = None  # None: the recipe's images_per_batch, no scaling
+    base_lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    weight_decay_norm_and_bias: bool = True  # False: no decay on norm weights and on biases
+    steps: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    clip_grad_norm: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    amp: Literal["off", "fp16", "bf16"] = "off"  # CUDA only; CPU always trains in float32
+    channels_last: bool = False
+    checkpoint_period: int = 5000
+
+    def __post_init__(self) -> None:
+        if self.max_iter < 1 or self.images_per_batch < 1 or self.accumulate_grad_batches < 1:
+            raise ValueError("max_iter, images_per_batch and accumulate_grad_batches must be >= 1")
+        if list(self.steps) != sorted(self.steps) or any(not 0 < s < self.max_iter for s in self.steps):
+            raise ValueError(f"steps must be increasing and inside (0, max_iter={self.max_iter}), got {list(self.steps)}")
+        if self.base_lr <= 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+
+    @property
+    def lr(self) -> float:
+        """The learning rate after linear batch-size scaling."""
+        reference = self.reference_batch_size or self.images_per_batch
+        return self.base_lr * self.images_per_batch / reference
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Evaluation during and after training."""
+
+    __test__ = False  # not a pytest test class
+
+    eval_period: int = 0  # 0: evaluate only at the end
+    metric: Optional[Literal["coco", "voc"]] = None  # None: coco for coco/shapes, voc for voc
+    best_metric: Optional[str] = None  # None: bbox/AP (coco) or voc/mAP (voc)
+    images_per_batch: int = 1
+    coco_backend: Literal["pycocotools", "faster"] = "pycocotools"
+    voc_method: Literal["11point", "area"] = "11point"
+    vis_images: int = 4  # validation images drawn with their predictions in TensorBoard
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    log_period: int = 20
+
+    @property
+    def metric(self) -> str:
+        return self.test.metric or DATASET_METRICS.get(self.data.dataset, "coco")
+
+    @property
+    def best_metric(self) -> str:
+        return self.test.best_metric or DEFAULT_BEST_METRIC[self.metric]
+
+
+def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+    """Reads a YAML config (or the defaults when ``path`` is None) and applies ``key=value`` overrides."""
+    raw = _read_yaml_with_bases(path, seen=()) if path else {}
+    for override in overrides:
+        _apply_override(raw, override)
+    return config_from_dict(raw, source=path or "defaults")
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Validates a nested mapping (as read from YAML or a checkpoint) into a :class:`Config`."""
+    _check_keys(Config, raw, prefix="", source=source)
+    try:
+        return TypeAdapter(Config).validate_python(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{source}: {key}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain nested dict of YAML/JSON-safe values (tuples as lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def save_config(config: Config, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        yaml.safe_dump(config_to_dict(config), file, sort_keys=False)
+
+
+def _read_yaml_with_bases(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"{path}: _base_ cycle through {' -> '.join(seen)}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = yaml.safe_load(file) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        _merge(merged, _read_yaml_with_bases(os.path.join(os.path.dirname(path), base), seen + (path,)))
+    _merge(merged, data)
+    return merged
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. solver.base_lr=0.01")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {override!r}: value is not valid YAML") from None
+    *sections, leaf = key.split(".")
+    node = raw
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {section} is not a section")
+    node[leaf] = value
+
+
+def _check_keys(schema: type, raw: Any, prefix: str, source: str) -> None:
+    """Unknown keys are errors (pydantic ignores them in plain dataclasses); suggests the closest."""
+    if not isinstance(raw, dict):
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key, value in raw.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else f"; valid keys: {', '.join(fields)}"
+            raise ConfigError(f"{source}: unknown key {prefix}{key}{hint}")
+        nested = _dataclass_in(typing.get_type_hints(schema)[key])
+        if nested is not None:
+            _check_keys(nested, value, f"{prefix}{key}.", source)
+
+
+def _dataclass_in(annotation: Any) -> Optional[type]:
+    candidates = typing.get_args(annotation) or (annotation,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,17 @@
+"""Errors that mean the user's input is wrong (a path, a file, a config key, an option).
+
+Command-line tools report these as one line and exit non-zero; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class UserError(Exception):
+    """Base class: the message names the file or key, and what was expected."""
+
+
+class ConfigError(UserError):
+    """A config file or override is unreadable, has an unknown key or a value of the wrong type."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, unreadable, or does not fit the model or dataset it is used with."""
