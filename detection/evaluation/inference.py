@@ -1,0 +1,66 @@
+"""Runs a detector over a test loader and collects its predictions in the evaluation format."""
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+# dataset index -> {"boxes": float32 [n, 4] xyxy original pixels, "scores": float32 [n], "labels": int64 [n]}
+Predictions = dict[int, dict[str, np.ndarray]]
+
+
+def run_inference(
+    model: nn.Module, data_loader: Iterable[Any], device: torch.device | str, progress: bool = True
+) -> Predictions:
+    """Predictions of ``model`` on every image of ``data_loader``, keyed by dataset index.
+
+    Args:
+        model: a torchvision detector; given a list of images ``[3, H, W]`` it returns one dict per image
+            with ``boxes`` ``[n, 4]`` in the input image's pixels, ``scores`` ``[n]``, ``labels`` ``[n]``.
+        data_loader: yields ``(images, targets)``: lists of ``[3, H, W]`` images and of targets with
+            ``index`` (the dataset position), as the test loader does.
+        device: where the model runs; the images are moved there.
+        progress: show a progress bar (on rank 0 only).
+
+    The model runs in eval mode under ``torch.inference_mode``; its previous mode is restored afterwards.
+    With ``torch.distributed`` initialised each rank predicts its share of the loader and every rank
+    returns the predictions of all ranks.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    predictions: Predictions = {}
+    try:
+        with torch.inference_mode():
+            for images, targets in tqdm(data_loader, desc="inference", disable=not progress or _rank() != 0):
+                outputs = model([image.to(device) for image in images])
+                for target, output in zip(targets, outputs):
+                    predictions[int(target["index"])] = {
+                        "boxes": output["boxes"].float().cpu().numpy().reshape(-1, 4),
+                        "scores": output["scores"].float().cpu().numpy(),
+                        "labels": output["labels"].cpu().numpy().astype(np.int64),
+                    }
+    finally:
+        model.train(was_training)
+    return _gather(predictions)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def _gather(predictions: Predictions) -> Predictions:
+    """All ranks' predictions merged, in index order (a sampler's padding repeats images: kept once)."""
+    if _distributed():
+        parts: list[Predictions | None] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, predictions)
+        predictions = {index: prediction for part in parts for index, prediction in part.items()}
+    return dict(sorted(predictions.items()))
