@@ -17,7 +17,7 @@ setup(
         "torchvision>=0.29",
         "pycocotools>=2.0.7",
         "albumentations>=2.0",
-        "opencv-python-headless>=4.8",
+        "opencv-python-headless>=4.12",
         "tensorboard>=2.14",
         "PyYAML>=6.0",
         "pydantic>=2.0",

@@ -44,7 +44,7 @@ class DataConfig:
     root: Optional[str] = None  # None: $DETECTION_DATASETS/<dataset> or ./datasets/<dataset>
     train_split: str = "train"
     test_split: str = "val"
-    classes: Optional[tuple[str, ...]] = None  # VOC only: a custom class list
+    classes: Optional[tuple[str, ...]] = None  # a custom class list (VOC names, or COCO category names)
     keep_empty: bool = False  # train on images without objects as negatives
     num_workers: int = 2  # per process
     aspect_ratio_grouping: bool = True

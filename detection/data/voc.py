@@ -1,0 +1,183 @@
+"""PASCAL VOC detection datasets in the devkit layout, several (year, split) pairs concatenated."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import warnings
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .annotations import ImageAnnotation, clip_boxes
+from .dataset import BadImagePolicy, DetectionDataset
+from .errors import TRY_SHAPES, DatasetError, DatasetWarning
+from .transforms import DetectionAugmentation
+
+__all__ = ["VOCDetection", "VOC_CLASSES", "VOC_LAYOUT", "parse_voc_split"]
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+VOC_LAYOUT = (
+    "ROOT/VOC{year}/Annotations/*.xml, ROOT/VOC{year}/JPEGImages/*.jpg, ROOT/VOC{year}/ImageSets/Main/{split}.txt"
+)
+_SPLIT_PART = re.compile(r"^([A-Za-z0-9]+)_([A-Za-z0-9-]+)$")
+
+
+def parse_voc_split(split: str) -> list[tuple[str, str]]:
+    """``"2007_trainval+2012_trainval"`` -> ``[("2007", "trainval"), ("2012", "trainval")]``."""
+    parts = [_SPLIT_PART.match(part.strip()) for part in split.split("+")]
+    if not split or not all(parts):
+        raise DatasetError(
+            f"bad VOC split {split!r}; expected YEAR_SPLIT joined by '+', e.g. '2007_test' or "
+            "'2007_trainval+2012_trainval'"
+        )
+    return [(match.group(1), match.group(2)) for match in parts]
+
+
+class VOCDetection(DetectionDataset):
+    """PASCAL VOC: ``ROOT/VOC{year}/{Annotations, JPEGImages, ImageSets/Main}``.
+
+    Pixel convention: VOC boxes are 1-based and inclusive; ``(xmin, ymin, xmax, ymax)`` becomes
+    ``(xmin - 1, ymin - 1, xmax, ymax)`` in the package's 0-based continuous coordinates, so a box
+    over pixel columns 1..10 (VOC) has ``x1 = 0, x2 = 10``. Coordinates are parsed as floats and
+    clipped to the image, so a malformed ``xmin = 0`` gives 0, never an underflow. Only the
+    top-level ``<object>`` elements are objects (``<part>`` sub-elements are ignored); a missing
+    ``<difficult>`` means 0; ``<truncated>`` is ignored. The XML files are parsed once, here.
+
+    Args:
+        root: the ``VOCdevkit`` folder.
+        split: ``YEAR_SPLIT`` pairs joined by ``+``, e.g. ``"2007_trainval+2012_trainval"``.
+        classes: class names in label order (default: the 20 VOC classes). An object with another
+            name is an error naming the XML file.
+        use_difficult: make ``difficult`` objects training targets (they stay flagged).
+        transforms, keep_empty, on_bad_image: see :class:`DetectionDataset`.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "2007_trainval",
+        *,
+        classes: Sequence[str] = VOC_CLASSES,
+        use_difficult: bool = False,
+        transforms: DetectionAugmentation | None = None,
+        keep_empty: bool = True,
+        on_bad_image: BadImagePolicy = "raise",
+    ) -> None:
+        if len(set(classes)) != len(classes) or not classes:
+            raise ValueError(f"classes must be distinct names, got {list(classes)}")
+        self.root = Path(root)
+        class_to_label = {name: label for label, name in enumerate(classes, start=1)}
+        annotations = []
+        for year, image_set in parse_voc_split(split):
+            folder = self.root / f"VOC{year}"
+            annotations += [_parse_xml(folder, name, class_to_label) for name in _read_image_set(folder, image_set)]
+        super().__init__(
+            annotations,
+            classes,
+            transforms=transforms,
+            keep_empty=keep_empty,
+            use_difficult=use_difficult,
+            on_bad_image=on_bad_image,
+        )
+        self._annotations = [dataclasses.replace(ann, image_id=i) for i, ann in enumerate(self._annotations)]
+
+    def image_name(self, index: int) -> str:
+        """The VOC image id of image ``index`` (the file stem, e.g. ``"000005"``)."""
+        return Path(self._annotations[index].file_name).stem
+
+
+def _read_image_set(folder: Path, image_set: str) -> list[str]:
+    """The image ids listed in ``folder/ImageSets/Main/{image_set}.txt``."""
+    path = folder / "ImageSets" / "Main" / f"{image_set}.txt"
+    if not path.is_file():
+        raise DatasetError(f"VOC split file not found; expected the devkit layout {VOC_LAYOUT}; {TRY_SHAPES}", path)
+    with open(path, encoding="utf-8") as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int]) -> ImageAnnotation:
+    path = folder / "Annotations" / f"{image_name}.xml"
+    try:
+        root = ET.parse(path).getroot()
+    except FileNotFoundError:
+        raise DatasetError(
+            "annotation file not found (the image is listed in ImageSets/Main); "
+            f"expected the devkit layout {VOC_LAYOUT}",
+            path,
+        ) from None
+    except ET.ParseError as error:
+        raise DatasetError(f"malformed XML: {error}", path) from None
+    width = _number(root, "size/width", path, int)
+    height = _number(root, "size/height", path, int)
+    if width <= 0 or height <= 0:
+        raise DatasetError(f"expected a positive image size, got {width}x{height} (WxH)", path, "size")
+
+    objects = root.findall("object")  # direct children only: <part> elements are not objects
+    boxes = np.zeros((len(objects), 4), dtype=np.float64)
+    labels = np.zeros(len(objects), dtype=np.int64)
+    difficult = np.zeros(len(objects), dtype=bool)
+    for i, obj in enumerate(objects):
+        field = f"object[{i}]"
+        name = (obj.findtext("name") or "").strip()
+        if name not in class_to_label:
+            raise DatasetError(
+                f"unknown class name {name!r}; expected one of {list(class_to_label)}", path, f"{field}/name"
+            )
+        labels[i] = class_to_label[name]
+        difficult[i] = bool(_number(obj, "difficult", path, int, default=0, field_prefix=field))
+        xmin, ymin, xmax, ymax = (
+            _number(obj, f"bndbox/{key}", path, float, field_prefix=field) for key in ("xmin", "ymin", "xmax", "ymax")
+        )
+        boxes[i] = (xmin - 1, ymin - 1, xmax, ymax)
+
+    clipped, keep = clip_boxes(boxes, height, width)
+    if not keep.all():
+        warnings.warn(
+            f"{path}: dropped {int((~keep).sum())} boxes with no area inside the {width}x{height} image",
+            DatasetWarning,
+            stacklevel=4,
+        )
+    return ImageAnnotation(
+        file_name=str(folder / "JPEGImages" / f"{image_name}.jpg"),
+        image_id=-1,  # VOC has no ids: VOCDetection sets the dataset position
+        height=height,
+        width=width,
+        boxes=clipped[keep],
+        labels=labels[keep],
+        difficult=difficult[keep],
+        iscrowd=np.zeros(int(keep.sum()), dtype=bool),
+    )
+
+
+def _number(
+    element: ET.Element,
+    tag: str,
+    path: Path,
+    kind: type[int] | type[float],
+    *,
+    default: int | None = None,
+    field_prefix: str = "",
+) -> int | float:
+    """The number in ``element``'s sub-element ``tag``; integers written as ``"375.0"`` are accepted."""
+    field = f"{field_prefix}/{tag}" if field_prefix else tag
+    text = element.findtext(tag)
+    if text is None or not text.strip():
+        if default is not None:
+            return default
+        raise DatasetError("missing", path, field)
+    try:
+        value = float(text)
+    except ValueError:
+        raise DatasetError(f"expected a number, got {text.strip()!r}", path, field) from None
+    if kind is int:
+        if not value.is_integer():
+            raise DatasetError(f"expected an integer, got {text.strip()!r}", path, field)
+        return int(value)
+    return value
