@@ -126,23 +126,34 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
 
 
 def load_detector(path: PathLike, *, device: Union[str, torch.device] = "cpu", num_classes: Optional[int] = None) -> LoadedDetector:
-    """Rebuilds the detector stored in a checkpoint, from its own config, in eval mode.
+    """Rebuilds the detector stored in the checkpoint file ``path``; see :func:`detector_from_checkpoint`."""
+    return detector_from_checkpoint(load_checkpoint(path), os.fspath(path), device=device, num_classes=num_classes)
 
-    Args:
-        num_classes: if given (background included), the checkpoint must have been trained for it.
-    """
-    path = os.fspath(path)
-    checkpoint = load_checkpoint(path)
+
+def checkpoint_config(checkpoint: dict[str, Any], source: str) -> Config:
+    """The config stored in a checkpoint, validated against the current schema."""
     try:
-        config = config_from_dict(checkpoint["config"], source=f"{path} (stored config)")
+        return config_from_dict(checkpoint["config"], source=f"{source} (stored config)")
     except ConfigError as error:
         raise CheckpointError(str(error)) from None
+
+
+def detector_from_checkpoint(
+    checkpoint: dict[str, Any], source: str, *, device: Union[str, torch.device] = "cpu", num_classes: Optional[int] = None
+) -> LoadedDetector:
+    """Rebuilds a checkpoint's detector from its own config, in eval mode.
+
+    Args:
+        checkpoint: as returned by :func:`load_checkpoint`; ``source`` names it in errors.
+        num_classes: if given (background included), the checkpoint must have been trained for it.
+    """
+    config = checkpoint_config(checkpoint, source)
     class_names = list(checkpoint.get("class_names") or [])
     if num_classes is not None and num_classes != len(class_names) + 1:
         raise CheckpointError(
-            f"{path}: trained for {len(class_names)} classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
+            f"{source}: trained for {len(class_names)} classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
             f"but the dataset has {num_classes - 1}"
         )
     model = detector_from_config(config.model, len(class_names) + 1, backbone_weights=False)
-    load_model_state(model, checkpoint["model"], path)
+    load_model_state(model, checkpoint["model"], source)
     return LoadedDetector(model.to(device).eval(), config, class_names, int(checkpoint.get("iteration", 0)))

@@ -1,0 +1,51 @@
+"""Evaluating a model on a configured dataset: what training's periodic validation and
+``tools/eval_det.py`` share."""
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import build_dataset, build_test_loader
+from .evaluator import evaluate_predictions
+from .inference import run_inference
+
+
+def build_evaluation_dataset(config: Config, split: Optional[str] = None) -> Any:
+    """The test split (or ``split``) of the configured dataset, with every image and no augmentation."""
+    data = config.data
+    return build_dataset(
+        data.dataset, split or data.test_split, root=data.root, train=False, classes=data.classes, on_bad_image=data.on_bad_image
+    )
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Any,
+    config: Config,
+    *,
+    device: Union[str, torch.device],
+    output_dir: Optional[Union[str, Path]] = None,
+    voc_coco_style: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Runs ``model`` over ``dataset`` and scores it with the config's metric and test options.
+
+    Under ``torch.distributed`` every rank runs its shard; the metrics are computed on rank 0 and
+    other ranks get an empty dict.
+    """
+    loader = build_test_loader(dataset, config.test.images_per_batch, num_workers=config.data.num_workers)
+    predictions = run_inference(model, loader, device, progress=progress)
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return {}
+    return evaluate_predictions(
+        dataset,
+        predictions,
+        config.metric,
+        output_dir,
+        coco_backend=config.test.coco_backend,
+        voc_method=config.test.voc_method,
+        voc_coco_style=voc_coco_style,
+    )
