@@ -1,0 +1,138 @@
+"""Batched inference over image files: read, detect, report the files that cannot be read."""
+
+import glob
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.errors import ImageReadError
+from .data.images import read_image
+from .errors import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
+
+
+@dataclass
+class ImageDetections:
+    """Detections of one image, in its original pixels.
+
+    ``image``: ``uint8`` ``[H, W, 3]`` RGB as read; ``boxes``: float32 ``[n, 4]`` xyxy;
+    ``scores``: float32 ``[n]``; ``labels``: int64 ``[n]`` in ``1..K``.
+    """
+
+    path: Path
+    image: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class ReadFailure:
+    """A file that could not be decoded, and why (one line)."""
+
+    path: Path
+    error: str
+
+
+def find_images(inputs: Sequence[Union[str, os.PathLike]]) -> list[Path]:
+    """The image files that ``inputs`` name, in order, each once.
+
+    Each input is a file (taken whatever its extension), a folder (its files with an image extension,
+    sorted, not recursive) or a glob pattern (its matches with an image extension; ``**`` recurses).
+
+    Raises:
+        UserError: an input is neither an existing file or folder nor a pattern that matches a file.
+    """
+    found: dict[Path, None] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            candidates = [path]
+        elif path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
+        else:
+            candidates = sorted(Path(p) for p in glob.glob(os.fspath(item), recursive=True) if os.path.isfile(p) and _is_image_name(Path(p)))
+            if not candidates:
+                raise UserError(f"{item}: no such image file or folder, and no image matches it as a pattern")
+        found.update(dict.fromkeys(candidates))
+    return list(found)
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+class Predictor:
+    """Runs a torchvision detector on batches of images given as files or arrays.
+
+    Args:
+        model: a detector that takes a list of ``[3, H, W]`` float images in ``[0, 1]`` and returns,
+            per image, ``boxes`` in that image's pixels, ``scores`` and ``labels`` (torchvision's
+            ``FasterRCNN`` in eval mode: it resizes internally and maps boxes back).
+        device: where the model runs.
+        batch_size: images per forward pass.
+        score_thresh: keep detections scoring at least this; None keeps the model's own threshold.
+            Set on the model's RoI heads, so that it also applies below the model's default.
+    """
+
+    def __init__(self, model: nn.Module, device: Union[str, torch.device] = "cpu", batch_size: int = 1, score_thresh: Optional[float] = None) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.batch_size = batch_size
+        if score_thresh is not None:
+            if not 0.0 <= score_thresh <= 1.0:
+                raise UserError(f"score threshold must be in [0, 1], got {score_thresh}")
+            self.model.roi_heads.score_thresh = score_thresh
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Detections for ``uint8`` ``[H, W, 3]`` RGB arrays, run as one batch.
+
+        Returns:
+            Per image, ``boxes`` float32 ``[n, 4]`` xyxy in the array's pixels, ``scores`` float32 ``[n]``,
+            ``labels`` int64 ``[n]``, by descending score.
+        """
+        tensors = [torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255.0) for image in images]
+        outputs = self.model(tensors)
+        return [
+            {
+                "boxes": output["boxes"].float().cpu().numpy().reshape(-1, 4),
+                "scores": output["scores"].float().cpu().numpy(),
+                "labels": output["labels"].cpu().numpy().astype(np.int64),
+            }
+            for output in outputs
+        ]
+
+    def predict_files(self, paths: Iterable[Path]) -> Iterator[Union[ImageDetections, ReadFailure]]:
+        """One result per path, in order: its detections, or a :class:`ReadFailure` if it cannot be read.
+
+        Images are decoded one by one and run ``batch_size`` at a time.
+        """
+        pending: list[tuple[Path, Union[np.ndarray, ReadFailure]]] = []
+        for path in paths:
+            try:
+                pending.append((path, read_image(path)))
+            except ImageReadError as error:
+                pending.append((path, ReadFailure(path, str(error))))
+            if sum(isinstance(item, np.ndarray) for _, item in pending) == self.batch_size:
+                yield from self._flush(pending)
+                pending = []
+        yield from self._flush(pending)
+
+    def _flush(self, pending: list[tuple[Path, Union[np.ndarray, ReadFailure]]]) -> Iterator[Union[ImageDetections, ReadFailure]]:
+        images = [item for _, item in pending if isinstance(item, np.ndarray)]
+        outputs = iter(self.predict_arrays(images) if images else [])
+        for path, item in pending:
+            if isinstance(item, ReadFailure):
+                yield item
+            else:
+                yield ImageDetections(path, item, **next(outputs))

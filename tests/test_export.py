@@ -1,0 +1,59 @@
+"""tools/export.py: the TorchScript and ONNX files give the eager model's detections, at any image size."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from inference_helpers import load_tool, write_tiny_checkpoint
+
+from detection.checkpoint import load_detector
+
+export = load_tool("export")
+# Neither is the traced example size (the model's 64/96 test scale): the image size is dynamic.
+IMAGE_SIZES = [(80, 120), (100, 70)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model.pth", seed=1)
+
+
+def eager_detections(checkpoint: Path, image: torch.Tensor) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        output = load_detector(checkpoint).model([image])[0]
+    return {key: value.numpy() for key, value in output.items()}
+
+
+def assert_same_detections(expected: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
+    assert len(expected["boxes"]) > 0
+    np.testing.assert_array_equal(labels, expected["labels"])
+    np.testing.assert_allclose(boxes, expected["boxes"], atol=1e-3, rtol=1e-4)
+    np.testing.assert_allclose(scores, expected["scores"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_round_trip(tmp_path, checkpoint, capsys):
+    output = tmp_path / "model.pt"
+    assert export.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--output", str(output)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    scripted = torch.jit.load(str(output))
+    for height, width in IMAGE_SIZES:
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
+        with torch.inference_mode():
+            _, detections = scripted([image])
+        assert_same_detections(eager_detections(checkpoint, image), *(detections[0][key].numpy() for key in ("boxes", "labels", "scores")))
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+def test_onnx_round_trip(tmp_path, checkpoint):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    output = tmp_path / "model.onnx"
+    assert export.main(["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(output)]) == 0
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    for height, width in IMAGE_SIZES:
+        image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
+        boxes, labels, scores = session.run(["boxes", "labels", "scores"], {"image": image.numpy()})
+        assert_same_detections(eager_detections(checkpoint, image), boxes, labels, scores)

@@ -1,0 +1,84 @@
+"""Parameters, FLOPs, inference latency and one training step of each backbone's detector.
+
+    python tools/benchmark.py --backbones resnet101,vgg16 --device cpu --size 600x1000 800x1333 --rois 300 1000
+
+Prints markdown tables and writes the full result as JSON. torchvision's fasterrcnn_resnet50_fpn is
+measured in the same run as a reference. See docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from typing import Optional, Sequence
+
+import torch
+
+from backbones import list_backbones
+from detection.benchmark import BenchmarkOptions, Setting, run_benchmark
+from detection.benchmark_report import markdown_report
+from detection.cli import run_cli
+from detection.errors import UserError
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"600x1000"`` -> ``(600, 1000)``: short side, long-side cap."""
+    try:
+        min_size, max_size = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MINxMAX such as 600x1000, got {text!r}") from None
+    if not 0 < min_size <= max_size:
+        raise argparse.ArgumentTypeError(f"expected 0 < MIN <= MAX, got {text!r}")
+    return min_size, max_size
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", default="resnet101,vgg16", help="comma-separated registered backbones, or 'all'")
+    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True, help="measure torchvision's fasterrcnn_resnet50_fpn too")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--size", type=parse_size, nargs="+", default=[(600, 1000), (800, 1333)], metavar="MINxMAX", help="test scales (the input image is MIN x MAX pixels)")
+    parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000], help="RoIs per image for each --size (one value: for all)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
+    parser.add_argument("--repeats", type=int, default=5, help="timed inference runs")
+    parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (after one untimed step)")
+    parser.add_argument("--train-batch-size", type=int, default=2)
+    parser.add_argument("--train-rois", type=int, help="RoIs sampled per training image (default: each model's own)")
+    parser.add_argument("--num-classes", type=int, default=21, help="classes including the background")
+    parser.add_argument("--matmul-size", type=int, help="side of the matrices that measure the matmul rate (default: 2048 CPU, 8192 CUDA)")
+    parser.add_argument("--output", default="output/benchmark.json", help="JSON file to write")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    rois = args.rois * len(args.size) if len(args.rois) == 1 else args.rois
+    if len(rois) != len(args.size):
+        raise UserError(f"--rois: give one value or one per --size ({len(args.size)}), got {len(args.rois)}")
+    backbones = list_backbones() if args.backbones == "all" else [name for name in args.backbones.split(",") if name]
+    options = BenchmarkOptions(
+        backbones=tuple(backbones),
+        reference=args.reference,
+        settings=tuple(Setting(min_size, max_size, n) for (min_size, max_size), n in zip(args.size, rois)),
+        device=args.device,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        train_steps=args.train_steps,
+        train_batch_size=args.train_batch_size,
+        train_rois_per_image=args.train_rois,
+        num_classes=args.num_classes,
+        matmul_size=args.matmul_size,
+    )
+    result = {"command": shlex.join(["python", "tools/benchmark.py", *argv]), **run_benchmark(options, log=lambda line: print(line, file=sys.stderr))}
+    print(markdown_report(result))
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as file:
+        json.dump(result, file, indent=2)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

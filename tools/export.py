@@ -1,0 +1,39 @@
+"""Export a trained checkpoint to TorchScript or ONNX for deployment.
+
+    python tools/export.py --checkpoint output/voc_resnet101/model_final.pth --format onnx --output model.onnx
+
+BatchNorm is folded into the convolutions first. The exported model takes one float RGB image
+[3, H, W] in [0, 1] of any size (TorchScript: a list of them) and returns boxes (xyxy, that image's
+pixels), labels (1..K) and scores; the class names are in the checkpoint.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+from detection.checkpoint import load_detector
+from detection.cli import run_cli
+from detection.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
+from detection.fusion import optimize_for_inference
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, required=True, dest="export_format")
+    parser.add_argument("--output", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (>= 16 for aligned RoIAlign)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    loaded = load_detector(args.checkpoint)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    export_model(optimize_for_inference(loaded.model), args.output, args.export_format, opset=args.opset)
+    print(f"wrote {args.output} ({args.export_format}, {loaded.config.model.backbone}, classes: {', '.join(loaded.class_names)})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

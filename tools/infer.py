@@ -1,0 +1,59 @@
+"""Detect objects in image files with a trained checkpoint.
+
+    python tools/infer.py --checkpoint output/voc_resnet101/model_final.pth photo.jpg images/ "more/**/*.png"
+
+An input is an image file, a folder (its images) or a glob pattern. Writes one picture per image with
+the detections drawn, and detections.json (boxes xyxy in the original image's pixels, class names,
+scores) to --output-dir. Unreadable files are reported and skipped; the exit code is 1 if any was.
+"""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+import torch
+from tqdm import tqdm
+
+from detection.checkpoint import load_detector
+from detection.cli import run_cli
+from detection.fusion import optimize_for_inference
+from detection.prediction_writer import PredictionWriter
+from detection.predictor import Predictor, ReadFailure, find_images
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
+    parser.add_argument("--output-dir", default="output/infer", help="where the pictures and detections.json go")
+    parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per forward pass")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    paths = find_images(args.inputs)
+    loaded = load_detector(args.checkpoint, device=args.device)
+    model = optimize_for_inference(loaded.model, fold_bn=True, channels_last=args.channels_last)
+    predictor = Predictor(model, args.device, batch_size=args.batch_size, score_thresh=args.score_thresh)
+    writer = PredictionWriter(args.output_dir, loaded.class_names, {"checkpoint": os.fspath(args.checkpoint), "score_thresh": args.score_thresh})
+    with tqdm(total=len(paths), unit="image", desc="inference") as progress:
+        for result in predictor.predict_files(paths):
+            if isinstance(result, ReadFailure):
+                progress.write(f"skipped: {result.error}", file=sys.stderr)
+                writer.add_failure(result)
+            else:
+                writer.add(result)
+            progress.update()
+    detections_file = writer.close()
+    failed = len(writer.failed)
+    print(f"{len(writer.images)} of {len(paths)} images processed, {failed} unreadable; detections in {detections_file}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

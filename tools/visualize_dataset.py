@@ -1,0 +1,54 @@
+"""Draw the ground-truth boxes of a dataset split, to check the annotations before training.
+
+    python tools/visualize_dataset.py --dataset voc --data-root datasets/VOCdevkit --split 2007_trainval --num-images 20
+
+Writes <index>_<image name>.jpg to --output-dir; difficult and crowd boxes are named as such.
+Unreadable images are reported and skipped; the exit code is 1 if any was.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from tqdm import tqdm
+
+from detection.cli import add_config_arguments, config_from_arguments, run_cli
+from detection.data import ImageReadError, build_dataset, read_image
+from detection.visualization import draw_annotation, write_picture
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--split", help="default: the config's training split")
+    parser.add_argument("--output-dir", default="output/dataset_gt")
+    parser.add_argument("--start", type=int, default=0, help="first image index")
+    parser.add_argument("--num-images", type=int, default=16, help="how many images, from --start (0: all)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    config = config_from_arguments(args)
+    split = args.split or config.data.train_split
+    dataset = build_dataset(config.data.dataset, split, root=config.data.root, train=False, classes=config.data.classes)
+    stop = len(dataset) if args.num_images == 0 else min(len(dataset), args.start + args.num_images)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for index in tqdm(range(args.start, stop), unit="image", desc=f"{config.data.dataset} {split}"):
+        annotation = dataset.get_annotation(index)
+        try:
+            image = read_image(annotation["file_name"])
+        except ImageReadError as error:
+            tqdm.write(f"skipped: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        write_picture(output_dir / f"{index:06d}_{Path(annotation['file_name']).stem}.jpg", draw_annotation(image, annotation, dataset.class_names))
+    print(f"{stop - args.start - failed} of {stop - args.start} images drawn to {output_dir}, {failed} unreadable")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
