@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
+
 from .config import Config, load_config
 from .data.errors import DatasetError
 from .errors import ConfigError, UserError
@@ -34,6 +36,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=("coco", "voc", "shapes"), help="dataset (picks the config; overrides data.dataset)")
     parser.add_argument("--data-root", help="the dataset's root folder (overrides data.root and $DETECTION_DATASETS)")
     parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01")
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``: ``cuda`` where available, else ``cpu``."""
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def config_from_arguments(args: argparse.Namespace) -> Config:

@@ -13,12 +13,11 @@ import shlex
 import sys
 from typing import Optional, Sequence
 
-import torch
 
 from backbones import list_backbones
 from detection.benchmark import BenchmarkOptions, Setting, run_benchmark
 from detection.benchmark_report import markdown_report
-from detection.cli import run_cli
+from detection.cli import add_device_argument, run_cli
 from detection.errors import UserError
 
 
@@ -37,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", default="resnet101,vgg16", help="comma-separated registered backbones, or 'all'")
     parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True, help="measure torchvision's fasterrcnn_resnet50_fpn too")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument("--size", type=parse_size, nargs="+", default=[(600, 1000), (800, 1333)], metavar="MINxMAX", help="test scales (the input image is MIN x MAX pixels)")
     parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000], help="RoIs per image for each --size (one value: for all)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
 from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
-from detection.cli import run_cli
+from detection.cli import add_device_argument, run_cli
 from detection.config import Config
 from detection.errors import CheckpointError, ConfigError
 from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
@@ -34,7 +33,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--voc-coco-style", action="store_true", help="also report VOC AP over IoU 0.50:0.95")
     parser.add_argument("--batch-size", type=int, help="images per inference batch")
     parser.add_argument("--num-workers", type=int, help="data loading workers")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     return parser.parse_args(argv)
 
 

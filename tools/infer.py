@@ -12,11 +12,10 @@ import os
 import sys
 from typing import Optional, Sequence
 
-import torch
 from tqdm import tqdm
 
 from detection.checkpoint import load_detector
-from detection.cli import run_cli
+from detection.cli import add_device_argument, run_cli
 from detection.fusion import optimize_for_inference
 from detection.prediction_writer import PredictionWriter
 from detection.predictor import Predictor, ReadFailure, find_images
@@ -29,7 +28,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--output-dir", default="output/infer", help="where the pictures and detections.json go")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
     parser.add_argument("--batch-size", type=int, default=2, help="images per forward pass")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_device_argument(parser)
     parser.add_argument("--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)")
     return parser.parse_args(argv)
 
