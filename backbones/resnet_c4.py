@@ -5,7 +5,8 @@ is layer4, whose first block has stride 2 (a 14x14 RoI becomes 7x7), then global
 Attribute names match torchvision's ResNet, so state dict keys carry over unchanged.
 """
 
-from typing import Callable, Optional
+from functools import partial
+from typing import Callable, Literal, Optional
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +18,8 @@ from .spec import BackboneSpec, PoolerSpec
 from .weights import WeightsArg, is_pretrained, load_weights
 
 RES5_POOL_SIZE = 14
+GROUP_NORM_GROUPS = 32  # detectron2's and Wu & He's (2018) default
+Norm = Literal["bn", "frozen_bn", "gn"]
 # Stages in the order torchvision's ``trainable_layers`` counts them (from the input).
 RESNET_STAGES = (("trunk.conv1", "trunk.bn1"), ("trunk.layer1",), ("trunk.layer2",), ("trunk.layer3",), ("head.layer4",))
 
@@ -57,7 +60,7 @@ def build_resnet_c4(
     imagenet: WeightsEnum,
     weights: WeightsArg = None,
     trainable_layers: Optional[int] = None,
-    frozen_bn: Optional[bool] = None,
+    norm: Optional[Norm] = None,
     aligned: bool = True,
     sampling_ratio: int = 0,
 ) -> BackboneSpec:
@@ -70,16 +73,24 @@ def build_resnet_c4(
         trainable_layers: torchvision's meaning, counted from the top among
             (conv1, layer1, layer2, layer3, layer4); default 3 with weights (stem and res2 frozen, as
             the paper and detectron2's ``FREEZE_AT=2``), 5 without.
-        frozen_bn: ``FrozenBatchNorm2d`` everywhere; default: only with weights, because a frozen
-            BatchNorm at its random init is an identity and cannot train a deep net from scratch.
+        norm: ``"frozen_bn"`` (``FrozenBatchNorm2d``, the default with weights), ``"bn"`` (trainable
+            BatchNorm, the default without: a frozen BatchNorm at its random init is an identity and
+            cannot train a deep net from scratch) or ``"gn"`` (GroupNorm with 32 groups, which trains
+            from scratch with small batches far better than BatchNorm: Wu & He 2018; He et al.,
+            "Rethinking ImageNet Pre-training", 2019). torchvision has no GroupNorm ImageNet weights.
         aligned: RoIAlign half-pixel correction (detectron2's default ``True``).
         sampling_ratio: RoIAlign samples per bin side (0: adaptive, detectron2's default).
     """
-    model = constructor(weights=None)
-    load_weights(model, weights, imagenet, unused_prefixes=("fc.",))
     pretrained = is_pretrained(weights)
+    norm = norm or ("frozen_bn" if pretrained else "bn")
+    if norm not in ("bn", "frozen_bn", "gn"):
+        raise ValueError(f"norm must be 'bn', 'frozen_bn' or 'gn', got {norm!r}")
+    if norm == "gn" and weights == "imagenet":
+        raise ValueError("norm='gn' has no torchvision ImageNet weights; use weights=None or a GroupNorm state dict")
+    model = constructor(weights=None, norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if norm == "gn" else None)
+    load_weights(model, weights, imagenet, unused_prefixes=("fc.",))
     trunk, head = ResNetC4Trunk(model), Res5RoIHead(model.layer4)
-    if pretrained if frozen_bn is None else frozen_bn:
+    if norm == "frozen_bn":
         freeze_batchnorm(trunk)
         freeze_batchnorm(head)
     trainable_stages = resolve_trainable_stages(trainable_layers, pretrained, len(RESNET_STAGES), pretrained_default=3)
@@ -90,8 +101,8 @@ def build_resnet_c4(
 
 def _stage_channels(stage: nn.Sequential) -> int:
     last_block = stage[-1]
-    last_bn = last_block.bn3 if isinstance(last_block, resnet.Bottleneck) else last_block.bn2
-    return last_bn.num_features
+    last_conv = last_block.conv3 if isinstance(last_block, resnet.Bottleneck) else last_block.conv2
+    return last_conv.out_channels
 
 
 @register_backbone("resnet18")

@@ -211,3 +211,27 @@ def test_vgg16_pretrained_freezes_conv1_and_conv2(tmp_path):
 def test_trainable_layers_out_of_range_is_an_error():
     with pytest.raises(ValueError, match=r"trainable_layers must be in \[0, 5\], got 6"):
         backbones.build("resnet18", trainable_layers=6)
+
+
+def test_group_norm_resnet_trains_and_matches_a_groupnorm_state_dict(tmp_path):
+    from functools import partial
+
+    reference = resnet.resnet18(weights=None, norm_layer=partial(nn.GroupNorm, 32)).eval()
+    path = tmp_path / "resnet18_gn.pth"
+    torch.save(reference.state_dict(), path)
+    spec = backbones.build("resnet18", weights=path, norm="gn")
+    assert isinstance(spec.trunk.bn1, nn.GroupNorm) and spec.trunk.bn1.num_groups == 32
+    assert not spec.trunk.layer1[0].bn1.weight.requires_grad and spec.trunk.layer2[0].bn1.weight.requires_grad
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(image))))
+        torch.testing.assert_close(spec.trunk.eval()(image), reference.layer3(reference.layer2(reference.layer1(x))))
+
+
+def test_group_norm_refuses_batchnorm_weights(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="unexpected: .*running_mean"):
+        backbones.build("resnet18", weights=path, norm="gn")
+    with pytest.raises(ValueError, match="no torchvision ImageNet weights"):
+        backbones.build("resnet18", weights="imagenet", norm="gn")

@@ -32,10 +32,10 @@ def count(model: nn.Module, kinds: tuple[type, ...]) -> int:
     return sum(isinstance(m, kinds) for m in model.modules())
 
 
-@pytest.mark.parametrize("frozen_bn", [False, True], ids=["eval_batchnorm", "frozen_batchnorm"])
-def test_folded_resnet_c4_gives_the_same_detections(frozen_bn):
+@pytest.mark.parametrize("norm", ["bn", "frozen_bn"], ids=["eval_batchnorm", "frozen_batchnorm"])
+def test_folded_resnet_c4_gives_the_same_detections(norm):
     torch.manual_seed(0)
-    model = randomize_batchnorm(build_detector("resnet18", 3, backbone_kwargs={"frozen_bn": frozen_bn}, **TINY_OPTIONS)).eval()
+    model = randomize_batchnorm(build_detector("resnet18", 3, backbone_kwargs={"norm": norm}, **TINY_OPTIONS)).eval()
     images = [torch.rand(3, 70, 110), torch.rand(3, 64, 64)]
     expected = detect(model, images)
     folded = optimize_for_inference(model, fold_bn=True)
