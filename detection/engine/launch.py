@@ -1,0 +1,168 @@
+"""A training (or evaluation-only) run from a config: what ``tools/train_det.py`` calls.
+
+Builds the datasets, the model, the optimizer and the loop on this process, joins the ``torchrun``
+process group if there is one, and restores ``--resume`` or ``--weights`` checkpoints.
+"""
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import load_checkpoint, load_model_state
+from ..config import Config, SolverConfig, save_config
+from ..data import build_dataset, build_train_loader
+from ..errors import CheckpointError, ConfigError
+from ..evaluation.pipeline import build_evaluation_dataset
+from ..model_factory import detector_from_config
+from .checkpointer import Checkpointer, TrainingState, find_resume_checkpoint
+from .distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
+from .evaluation import TrainingEvaluator
+from .events import EventWriter, setup_logging
+from .lr_schedule import build_lr_scheduler
+from .optimizer import build_optimizer
+from .precision import Precision
+from .trainer import Trainer
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The command line's choices beyond the config.
+
+    Attributes:
+        resume: a checkpoint path, ``"auto"`` (the newest in the output folder) or None.
+        weights: a checkpoint whose model initialises this one (no optimizer state, no iteration);
+            box predictor weights of another class count are skipped.
+        eval_only: evaluate the ``resume`` or ``weights`` model and exit.
+    """
+
+    resume: Optional[str] = None
+    weights: Optional[str] = None
+    eval_only: bool = False
+
+
+def run(config: Config, options: RunOptions = RunOptions()) -> int:
+    """Trains (or evaluates) as ``config`` says; returns the process exit code.
+
+    Raises:
+        UserError: a config, dataset or checkpoint problem (one readable line).
+        NonFiniteLossError: training diverged (the last good state is saved).
+    """
+    if options.eval_only and not (options.resume or options.weights):
+        raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
+    device = init_distributed(_device_type(config.device))
+    try:
+        return _run(config, options, device)
+    finally:
+        destroy_distributed()
+
+
+def images_per_process(solver: SolverConfig, world_size: int) -> int:
+    """Images in one forward pass of one process: the step's total over processes and accumulated batches."""
+    share = world_size * solver.accumulate_grad_batches
+    if solver.images_per_batch % share:
+        raise ConfigError(
+            f"solver.images_per_batch={solver.images_per_batch} must be a multiple of the number of processes "
+            f"({world_size}) times solver.accumulate_grad_batches ({solver.accumulate_grad_batches})"
+        )
+    return solver.images_per_batch // share
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _run(config: Config, options: RunOptions, device: torch.device) -> int:
+    rank, world_size = get_rank(), get_world_size()
+    batch_per_process = images_per_process(config.solver, world_size)
+    logger = setup_logging(config.output_dir, is_main_process())
+    resume_path = find_resume_checkpoint(options.resume, config.output_dir) if options.resume else None
+    weights_path = resume_path if options.eval_only and resume_path else options.weights
+    weights = load_checkpoint(weights_path) if weights_path else None
+    seed_everything(config.seed + rank)
+
+    test_set = build_evaluation_dataset(config)
+    class_names = list(test_set.class_names)
+    train_set = None if options.eval_only else _training_dataset(config, class_names)
+    model = detector_from_config(config.model, len(class_names) + 1)
+    if weights is not None:
+        _load_weights(model, weights, weights_path, class_names, logger, fine_tune=not options.eval_only)
+    model.to(device)
+    if config.solver.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if is_main_process():
+        save_config(config, os.path.join(config.output_dir, CONFIG_FILE))
+        logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}; {world_size} process(es) on {device.type}")
+
+    writer = EventWriter(config.output_dir, enabled=is_main_process())
+    try:
+        evaluator = TrainingEvaluator(test_set, config, device, config.output_dir, writer, logger)
+        if options.eval_only:
+            evaluator(model, int(weights.get("iteration") or 0))
+            return 0
+        optimizer = build_optimizer(model, config.solver)
+        scheduler = build_lr_scheduler(optimizer, config.solver)
+        precision = Precision(config.solver.amp, device, logger)
+        checkpointer = Checkpointer(config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names)
+        state = TrainingState()
+        if resume_path:
+            state = checkpointer.resume(resume_path, rank)
+            logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
+        elif checkpointer.has_checkpoint():
+            logger.warning(f"{config.output_dir} has checkpoints of an earlier run; starting over (pass --resume to continue it)")
+        if state.iteration >= config.solver.max_iter:
+            logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
+            return 0
+        if resume_path and state.rng is None:
+            logger.warning("the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly")
+            seed_everything(config.seed + rank + state.iteration)
+
+        loader = build_train_loader(
+            train_set, batch_per_process, num_workers=config.data.num_workers, seed=config.seed,
+            start_iter=state.iteration * config.solver.accumulate_grad_batches,
+            aspect_ratio_grouping=config.data.aspect_ratio_grouping,
+        )  # fmt: skip
+        ddp_model = model
+        if world_size > 1:
+            ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        trainer = Trainer(config, ddp_model, optimizer, scheduler, precision, checkpointer, evaluator, writer, logger, device)
+        return trainer.train(iter(loader), state)
+    finally:
+        writer.close()
+
+
+def _training_dataset(config: Config, class_names: list[str]) -> Any:
+    data = config.data
+    dataset = build_dataset(
+        data.dataset, data.train_split, root=data.root, train=True, augmentation=data.augmentation,
+        keep_empty=data.keep_empty, on_bad_image=data.on_bad_image, classes=data.classes,
+    )  # fmt: skip
+    if list(dataset.class_names) != class_names:
+        raise ConfigError(f"the train split's classes {list(dataset.class_names)} differ from the test split's {class_names}")
+    return dataset
+
+
+def _load_weights(model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], logger: logging.Logger, fine_tune: bool) -> None:
+    """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped."""
+    stored = list(checkpoint.get("class_names") or [])
+    if not fine_tune and stored != class_names:
+        raise CheckpointError(f"{path}: trained for the classes {stored}, the dataset has {class_names}")
+    skipped = load_model_state(model, checkpoint["model"], path, skip_mismatched_predictor=fine_tune)
+    logger.info(f"initialised the model from {path}" + (f"; skipped the box predictor ({len(stored)} classes there, {len(class_names)} here)" if skipped else ""))
+
+
+def _device_type(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but CUDA is not available; use device=cpu or device=auto")
+    return requested

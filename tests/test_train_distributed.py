@@ -1,0 +1,48 @@
+"""Distributed data parallel on CPU: torchrun with 2 processes (gloo) keeps the replicas identical."""
+
+import sys
+
+import pytest
+import torch
+
+from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+# Runs tools/train_det.py, then each rank saves the parameters it ended with.
+DUMPING_LAUNCHER = f"""
+import os, runpy
+import torch
+from detection.engine import trainer
+
+train = trainer.Trainer.train
+
+def train_and_dump(self, data, state):
+    code = train(self, data, state)
+    torch.save(dict(self.module.named_parameters()), os.path.join(os.environ["DUMP_DIR"], "rank" + os.environ["RANK"] + ".pt"))
+    return code
+
+trainer.Trainer.train = train_and_dump
+runpy.run_path({str(TRAIN_TOOL)!r}, run_name="__main__")
+"""
+
+
+def test_two_processes_end_with_identical_weights(shapes_root, tmp_path):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(DUMPING_LAUNCHER)
+    output = tmp_path / "out"
+    overrides = tiny_overrides(shapes_root, output, "solver.max_iter=3", "solver.images_per_batch=2")
+    # --standalone: a local rendezvous on a free port.
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher), "--dataset", "shapes", "--opts", *overrides]
+    result = run_tool(command, env={"DUMP_DIR": str(tmp_path)}, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 process(es) on cpu" in result.stdout
+
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    final = model_tensors(output / "model_final.pth")
+    assert all(torch.equal(final[name], rank0[name]) for name in rank0)
+    checkpoint = torch.load(output / "model_final.pth", weights_only=True)
+    assert checkpoint["iteration"] == 3 and len(checkpoint["rng_by_rank"]) == 2

@@ -1,0 +1,44 @@
+"""Train a Faster R-CNN detector (or evaluate one) from a config.
+
+    python tools/train_det.py --backbone resnet18 --dataset shapes
+    python tools/train_det.py --backbone resnet101 --dataset coco --opts solver.images_per_batch=16
+    python tools/train_det.py --config configs/voc/vgg16.yaml --resume
+    torchrun --standalone --nproc_per_node 8 tools/train_det.py --backbone resnet101 --dataset coco
+
+See docs/training.md for configs, overrides, resuming, fine-tuning, multi-GPU/multi-node and AMP.
+"""
+
+import argparse
+import dataclasses
+from typing import Optional, Sequence
+
+from detection.cli import add_config_arguments, config_from_arguments, run_cli
+from detection.engine import RunOptions, run
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--output-dir", help="where logs, events, config.yaml and checkpoints go (overrides output_dir)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides device (auto: cuda where available)")
+    parser.add_argument(
+        "--resume", nargs="?", const="auto", metavar="PATH",
+        help="continue a run exactly: from PATH, or without PATH from the newest checkpoint in the output folder",
+    )  # fmt: skip
+    parser.add_argument("--weights", metavar="PATH", help="initialise the model from a checkpoint (no optimizer state): fine-tuning")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the --weights or --resume model and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    config = config_from_arguments(args)
+    if args.output_dir:
+        config = dataclasses.replace(config, output_dir=args.output_dir)
+    if args.device:
+        config = dataclasses.replace(config, device=args.device)
+    return run(config, RunOptions(resume=args.resume, weights=args.weights, eval_only=args.eval_only))
+
+
+if __name__ == "__main__":
+    run_cli(main)
