@@ -47,11 +47,18 @@ def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save({"format_version": FORMAT_VERSION, **checkpoint}, file)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates files private (0600)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:

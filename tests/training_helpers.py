@@ -18,6 +18,7 @@ TRAIN_TOOL = REPO / "tools" / "train_det.py"
 TINY_OVERRIDES = (
     "model.backbone=resnet18",
     "model.weights=null",
+    "model.backbone_kwargs={norm: bn}",  # BatchNorm statistics: state that resume and rollback must restore
     "model.min_size=128",
     "model.max_size=160",
     "model.anchor_sizes=[32,64]",

@@ -48,11 +48,6 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
-def synchronize() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """The mean of ``values`` (any shape) over all processes; ``values`` itself in a world of one."""
     if not is_distributed():
