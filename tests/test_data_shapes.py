@@ -1,7 +1,6 @@
 """The generated shapes dataset: both formats agree, determinism, content, the cache and the tool."""
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 
 import detection.data.build
+from inference_helpers import load_tool
 from detection.data import (
     SHAPES_CLASSES,
     DatasetError,
@@ -18,7 +18,6 @@ from detection.data import (
     generate_shapes_dataset,
 )
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
 SMALL = ShapesOptions(num_train=3, num_val=2, seed=1, image_size=(64, 80))
 
 
@@ -106,9 +105,7 @@ def test_shapes_by_name_generates_into_the_env_var_folder(tmp_path, monkeypatch)
 
 
 def test_make_shapes_dataset_tool(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("make_shapes_dataset", TOOLS / "make_shapes_dataset.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_shapes_dataset")
     argv = ["--out", str(tmp_path), "--format", "voc", "--train", "2", "--val", "1", "--seed", "3", "--height", "64", "--width", "80"]
     assert tool.main(argv) == 0
     assert "wrote 2 train + 1 val images" in capsys.readouterr().out
