@@ -1,6 +1,6 @@
 """Faster R-CNN with ResNet C4 and VGG-16 backbones (He et al., CVPR 2016), built on torchvision."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="resnet-c4-detection",
@@ -8,7 +8,7 @@ setup(
     description=__doc__,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=["backbones", "detection", "detection.data", "detection.evaluation", "detection.engine"],
+    packages=find_packages(include=["backbones", "detection", "detection.*"]),
     python_requires=">=3.10",
     install_requires=[
         # The registry's torchvision is a CUDA build and needs the registry's CUDA torch (it runs
@@ -24,6 +24,14 @@ setup(
         "tqdm>=4.66",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "faster-coco-eval>=1.6", "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.1"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "faster-coco-eval>=1.6",
+            "onnx>=1.16",
+            "onnxruntime>=1.18",
+            "onnxscript>=0.1",
+            "ruff>=0.6",
+        ],
     },
 )

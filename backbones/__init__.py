@@ -1,9 +1,9 @@
 """Backbone registry and the built-in backbones (ResNet-18..152 in the C4 layout, VGG-16).
 
-    >>> import backbones
-    >>> spec = backbones.build("resnet101", weights=None)
-    >>> spec.out_channels, spec.head_out_channels
-    (1024, 2048)
+>>> import backbones
+>>> spec = backbones.build("resnet101", weights=None)
+>>> spec.out_channels, spec.head_out_channels
+(1024, 2048)
 """
 
 from . import resnet_c4, vgg16  # noqa: F401  (registers the built-in backbones)
@@ -12,7 +12,6 @@ from .spec import BackboneSpec, PoolerSpec
 
 register = register_backbone
 build = build_backbone
-list = list_backbones  # noqa: A001  (the registry's public name, as the design asks)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -20,7 +19,6 @@ __all__ = [
     "PoolerSpec",
     "build",
     "build_backbone",
-    "list",
     "list_backbones",
     "register",
     "register_backbone",

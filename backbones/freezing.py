@@ -1,13 +1,14 @@
 """Freezing helpers shared by the built-in backbones: frozen BatchNorm and frozen lower stages."""
 
 from collections.abc import Sequence
-from typing import Optional
 
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 
-def resolve_trainable_stages(trainable_layers: Optional[int], pretrained: bool, num_stages: int, pretrained_default: int) -> int:
+def resolve_trainable_stages(
+    trainable_layers: int | None, pretrained: bool, num_stages: int, pretrained_default: int
+) -> int:
     """torchvision's rule: all stages train from scratch; ``pretrained_default`` of them otherwise."""
     if trainable_layers is None:
         return pretrained_default if pretrained else num_stages

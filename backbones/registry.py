@@ -10,8 +10,9 @@ entry-point name.
 """
 
 import warnings
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from .spec import BackboneSpec
 
@@ -66,7 +67,8 @@ def _registry() -> dict[str, BackboneBuilder]:
             if entry_point.name in _BUILDERS:
                 warnings.warn(
                     f"ignoring entry point {entry_point.value!r} of group {ENTRY_POINT_GROUP!r}: "
-                    f"backbone {entry_point.name!r} is already registered"
+                    f"backbone {entry_point.name!r} is already registered",
+                    stacklevel=2,
                 )
                 continue
             _add(entry_point.name, entry_point.load())

@@ -5,8 +5,9 @@ is layer4, whose first block has stride 2 (a 14x14 RoI becomes 7x7), then global
 Attribute names match torchvision's ResNet, so state dict keys carry over unchanged.
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,13 @@ RES5_POOL_SIZE = 14
 GROUP_NORM_GROUPS = 32  # detectron2's and Wu & He's (2018) default
 Norm = Literal["bn", "frozen_bn", "gn"]
 # Stages in the order torchvision's ``trainable_layers`` counts them (from the input).
-RESNET_STAGES = (("trunk.conv1", "trunk.bn1"), ("trunk.layer1",), ("trunk.layer2",), ("trunk.layer3",), ("head.layer4",))
+RESNET_STAGES = (
+    ("trunk.conv1", "trunk.bn1"),
+    ("trunk.layer1",),
+    ("trunk.layer2",),
+    ("trunk.layer3",),
+    ("head.layer4",),
+)
 
 
 class ResNetC4Trunk(nn.Module):
@@ -59,8 +66,8 @@ def build_resnet_c4(
     constructor: Callable[..., resnet.ResNet],
     imagenet: WeightsEnum,
     weights: WeightsArg = None,
-    trainable_layers: Optional[int] = None,
-    norm: Optional[Norm] = None,
+    trainable_layers: int | None = None,
+    norm: Norm | None = None,
     aligned: bool = True,
     sampling_ratio: int = 0,
 ) -> BackboneSpec:
@@ -95,7 +102,9 @@ def build_resnet_c4(
         freeze_batchnorm(head)
     trainable_stages = resolve_trainable_stages(trainable_layers, pretrained, len(RESNET_STAGES), pretrained_default=3)
     freeze_lower_stages(nn.ModuleDict({"trunk": trunk, "head": head}), RESNET_STAGES, trainable_stages)
-    pooler = PoolerSpec("roi_align", RES5_POOL_SIZE, spatial_scale=1.0 / 16, sampling_ratio=sampling_ratio, aligned=aligned)
+    pooler = PoolerSpec(
+        "roi_align", RES5_POOL_SIZE, spatial_scale=1.0 / 16, sampling_ratio=sampling_ratio, aligned=aligned
+    )
     return BackboneSpec(trunk, trunk.out_channels, head, head.out_channels, pooler)
 
 

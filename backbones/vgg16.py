@@ -5,8 +5,6 @@ channels); the head is ``classifier[:6]`` (fc6, ReLU, dropout, fc7, ReLU, dropou
 output. Attribute names and indices match torchvision's VGG, so state dict keys carry over unchanged.
 """
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 from torchvision.models import vgg
@@ -51,7 +49,7 @@ class VGG16FcHead(nn.Module):
 
 
 @register_backbone("vgg16")
-def vgg16_backbone(weights: WeightsArg = None, trainable_layers: Optional[int] = None) -> BackboneSpec:
+def vgg16_backbone(weights: WeightsArg = None, trainable_layers: int | None = None) -> BackboneSpec:
     """VGG-16 backbone with RoIPool 7x7.
 
     Args:
@@ -63,6 +61,14 @@ def vgg16_backbone(weights: WeightsArg = None, trainable_layers: Optional[int] =
     model = vgg.vgg16(weights=None)
     load_weights(model, weights, vgg.VGG16_Weights.IMAGENET1K_V1, unused_prefixes=("classifier.6.",))
     trunk, head = VGG16Trunk(model), VGG16FcHead(model)
-    trainable_stages = resolve_trainable_stages(trainable_layers, is_pretrained(weights), len(VGG16_STAGES), pretrained_default=3)
+    trainable_stages = resolve_trainable_stages(
+        trainable_layers, is_pretrained(weights), len(VGG16_STAGES), pretrained_default=3
+    )
     freeze_lower_stages(nn.ModuleDict({"trunk": trunk}), VGG16_STAGES, trainable_stages)
-    return BackboneSpec(trunk, trunk.out_channels, head, head.out_channels, PoolerSpec("roi_pool", ROI_POOL_SIZE, spatial_scale=1.0 / 16))
+    return BackboneSpec(
+        trunk,
+        trunk.out_channels,
+        head,
+        head.out_channels,
+        PoolerSpec("roi_pool", ROI_POOL_SIZE, spatial_scale=1.0 / 16),
+    )

@@ -1,13 +1,12 @@
 """Initial weights for backbones: none, torchvision's ImageNet weights, or a local state dict file."""
 
 import os
-from typing import Optional, Union
 
 import torch
 from torch import nn
 from torchvision.models import WeightsEnum
 
-WeightsArg = Optional[Union[str, os.PathLike]]
+WeightsArg = str | os.PathLike | None
 
 
 def is_pretrained(weights: WeightsArg) -> bool:
@@ -15,7 +14,9 @@ def is_pretrained(weights: WeightsArg) -> bool:
     return weights is not None
 
 
-def load_weights(model: nn.Module, weights: WeightsArg, imagenet: WeightsEnum, unused_prefixes: tuple[str, ...]) -> None:
+def load_weights(
+    model: nn.Module, weights: WeightsArg, imagenet: WeightsEnum, unused_prefixes: tuple[str, ...]
+) -> None:
     """Loads ``weights`` into a torchvision classification ``model``, strictly.
 
     Args:
@@ -45,7 +46,9 @@ def load_weights(model: nn.Module, weights: WeightsArg, imagenet: WeightsEnum, u
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"backbone weights file not found: {path} (expected a torchvision state dict, or weights='imagenet')")
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path} (expected a torchvision state dict, or weights='imagenet')"
+        )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -58,10 +61,14 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in content.items()}
 
 
-def _load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, unused_prefixes: tuple[str, ...]) -> None:
+def _load_strict(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, unused_prefixes: tuple[str, ...]
+) -> None:
     expected = model.state_dict()
     # BatchNorm's step counter carries no weights, and FrozenBatchNorm2d has none: never required.
-    needed = {key for key in expected if not key.startswith(unused_prefixes) and not key.endswith("num_batches_tracked")}
+    needed = {
+        key for key in expected if not key.startswith(unused_prefixes) and not key.endswith("num_batches_tracked")
+    }
     given = set(state_dict)
     missing = sorted(needed - given)
     unexpected = sorted(key for key in given - set(expected) if not key.endswith("num_batches_tracked"))

@@ -1,6 +1,27 @@
-"""Faster R-CNN assembly, data, training and evaluation for the registered backbones."""
+"""Faster R-CNN with the registered backbones, on torchvision: models, data, training, evaluation.
 
-from .detector import DetectorOptions, build_detector
-from .poolers import SingleLevelRoIAlign, SingleLevelRoIPool, build_pooler
+The public names below are imported on first use, so that ``import detection.config`` (or a tool's
+``--help``) does not load torch and torchvision.
 
-__all__ = ["DetectorOptions", "SingleLevelRoIAlign", "SingleLevelRoIPool", "build_detector", "build_pooler"]
+    >>> from detection import build_detector
+    >>> model = build_detector("resnet101", num_classes=81)
+"""
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "DetectorOptions": "detection.modeling.options",
+    "build_detector": "detection.modeling.detector",
+    "SingleLevelRoIAlign": "detection.modeling.poolers",
+    "SingleLevelRoIPool": "detection.modeling.poolers",
+    "build_pooler": "detection.modeling.poolers",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'detection' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

@@ -5,7 +5,8 @@ A checkpoint is a dict saved with ``torch.save``:
 - ``model``: the detector's state dict; ``config``: the resolved config as a plain dict;
   ``class_names``: the K foreground names (label k is ``class_names[k - 1]``);
 - ``iteration``: iterations completed; ``optimizer``, ``scheduler``, ``scaler``: state dicts or None;
-- ``best_metric``: ``{"name", "value", "iteration"}`` or None; ``rng``: see :func:`capture_rng_state`;
+- ``best``: the best evaluation so far, ``{"name", "value", "iteration"}``, or None;
+- ``rng``: see :func:`capture_rng_state`;
 - ``format_version``.
 
 Everything in it is loadable with ``torch.load(weights_only=True)``.
@@ -15,7 +16,7 @@ import os
 import random
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +25,10 @@ from torchvision.models.detection import FasterRCNN
 
 from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
-from .model_factory import detector_from_config
+from .modeling.factory import detector_from_config
 
 FORMAT_VERSION = 1
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 
 
 @dataclass
@@ -69,7 +70,9 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (expected the keys 'model' and 'config')")
     return checkpoint
@@ -80,7 +83,13 @@ def capture_rng_state() -> dict[str, Any]:
     kind, keys, position, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position, "has_gauss": has_gauss, "cached": cached},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": position,
+            "has_gauss": has_gauss,
+            "cached": cached,
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -93,14 +102,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
     np.random.set_state(
-        (numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["position"], numpy_state["has_gauss"], numpy_state["cached"])
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, skip_mismatched_predictor: bool = False) -> list[str]:
+def load_model_state(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, *, skip_mismatched_predictor: bool = False
+) -> list[str]:
     """Loads ``state_dict`` into ``model``; every other difference is a :class:`CheckpointError`.
 
     BatchNorm step counters may differ (a model rebuilt without its pretrained weights has trainable
@@ -116,7 +133,9 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
         skipped = [
             key
             for key in state_dict
-            if key.startswith("roi_heads.box_predictor.") and key in expected and expected[key].shape != state_dict[key].shape
+            if key.startswith("roi_heads.box_predictor.")
+            and key in expected
+            and expected[key].shape != state_dict[key].shape
         ]
     missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in state_dict.keys() - expected.keys() if not k.endswith("num_batches_tracked"))
@@ -125,14 +144,24 @@ def load_model_state(model: nn.Module, state_dict: dict[str, torch.Tensor], sour
         for k in state_dict.keys() & expected.keys()
         if k not in skipped and state_dict[k].shape != expected[k].shape
     )
-    problems = [f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}" for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape (checkpoint vs model)", wrong_shape)) if keys]
+    problems = [
+        f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("wrong shape (checkpoint vs model)", wrong_shape),
+        )
+        if keys
+    ]
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(problems)})")
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected and k not in skipped}, strict=False)
     return skipped
 
 
-def load_detector(path: PathLike, *, device: Union[str, torch.device] = "cpu", num_classes: Optional[int] = None) -> LoadedDetector:
+def load_detector(
+    path: PathLike, *, device: str | torch.device = "cpu", num_classes: int | None = None
+) -> LoadedDetector:
     """Rebuilds the detector stored in the checkpoint file ``path``; see :func:`detector_from_checkpoint`."""
     return detector_from_checkpoint(load_checkpoint(path), os.fspath(path), device=device, num_classes=num_classes)
 
@@ -146,7 +175,7 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str) -> Config:
 
 
 def detector_from_checkpoint(
-    checkpoint: dict[str, Any], source: str, *, device: Union[str, torch.device] = "cpu", num_classes: Optional[int] = None
+    checkpoint: dict[str, Any], source: str, *, device: str | torch.device = "cpu", num_classes: int | None = None
 ) -> LoadedDetector:
     """Rebuilds a checkpoint's detector from its own config, in eval mode.
 
@@ -158,7 +187,8 @@ def detector_from_checkpoint(
     class_names = list(checkpoint.get("class_names") or [])
     if num_classes is not None and num_classes != len(class_names) + 1:
         raise CheckpointError(
-            f"{source}: trained for {len(class_names)} classes ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
+            f"{source}: trained for {len(class_names)} classes "
+            f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
             f"but the dataset has {num_classes - 1}"
         )
     model = detector_from_config(config.model, len(class_names) + 1, backbone_weights=False)

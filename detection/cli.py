@@ -3,8 +3,8 @@
 import argparse
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -16,7 +16,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 USER_ERRORS = (UserError, DatasetError, FileNotFoundError)
 
 
-def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None) -> None:
+def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Runs a tool's ``main`` and exits with its code; a user's mistake is one line on stderr, exit 2."""
     try:
         code = main(argv)
@@ -33,9 +33,13 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config`` or ``--backbone``/``--dataset``, ``--data-root``, ``--opts``."""
     parser.add_argument("--config", help="YAML config; default: configs/<dataset>/<backbone>.yaml")
     parser.add_argument("--backbone", help="registered backbone name (picks the config; overrides model.backbone)")
-    parser.add_argument("--dataset", choices=("coco", "voc", "shapes"), help="dataset (picks the config; overrides data.dataset)")
+    parser.add_argument(
+        "--dataset", choices=("coco", "voc", "shapes"), help="dataset (picks the config; overrides data.dataset)"
+    )
     parser.add_argument("--data-root", help="the dataset's root folder (overrides data.root and $DETECTION_DATASETS)")
-    parser.add_argument("--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01")
+    parser.add_argument(
+        "--opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. solver.base_lr=0.01"
+    )
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +60,7 @@ def config_from_arguments(args: argparse.Namespace) -> Config:
     return load_config(path, overrides + list(args.opts))
 
 
-def default_config_path(backbone: Optional[str], dataset: Optional[str]) -> str:
+def default_config_path(backbone: str | None, dataset: str | None) -> str:
     """``configs/<dataset>/<backbone>.yaml`` if shipped, else the dataset's ``base.yaml`` recipe."""
     dataset = dataset or "shapes"
     folder = CONFIG_DIR / dataset

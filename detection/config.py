@@ -12,18 +12,55 @@ import dataclasses
 import difflib
 import os
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from .data.transforms import AugmentationOptions
-from .detector import DetectorOptions
 from .errors import ConfigError
+from .modeling.options import DetectorOptions
 
 DATASET_METRICS = {"coco": "coco", "shapes": "coco", "voc": "voc"}
 DEFAULT_BEST_METRIC = {"coco": "bbox/AP", "voc": "voc/mAP"}
+
+
+@dataclass(frozen=True)
+class AugmentationOptions:
+    """What training augmentation does; the default is the paper's: horizontal flip only.
+
+    Attributes:
+        horizontal_flip: probability of a horizontal flip.
+        color_jitter: probability of a photometric jitter with the four strengths below.
+        brightness, contrast, saturation: jitter factors are drawn from ``[1 - s, 1 + s]``.
+        hue: hue shift drawn from ``[-hue, hue]`` (fraction of the hue circle, at most 0.5).
+        crop: probability of cropping a random margin from each border (a zoom-in).
+        crop_max_fraction: the most of the width (height) cropped from each side, below 0.5.
+        crop_min_visibility: a cropped box keeping less than this fraction of its area is dropped.
+    """
+
+    horizontal_flip: float = 0.5
+    color_jitter: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+    crop: float = 0.0
+    crop_max_fraction: float = 0.25
+    crop_min_visibility: float = 0.3
+
+    def __post_init__(self) -> None:
+        for name in ("horizontal_flip", "color_jitter", "crop", "crop_min_visibility"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"AugmentationOptions.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("brightness", "contrast", "saturation"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"AugmentationOptions.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.hue <= 0.5:
+            raise ValueError(f"AugmentationOptions.hue must be in [0, 0.5], got {self.hue}")
+        if not 0.0 <= self.crop_max_fraction < 0.5:
+            raise ValueError(f"AugmentationOptions.crop_max_fraction must be in [0, 0.5), got {self.crop_max_fraction}")
 
 
 @dataclass(frozen=True)
@@ -31,8 +68,8 @@ class ModelConfig(DetectorOptions):
     """The detector: a registered backbone, its initial weights, and every :class:`DetectorOptions`."""
 
     backbone: str = "resnet101"
-    weights: Optional[str] = None  # None (random init), "imagenet", or a torchvision state dict path
-    trainable_layers: Optional[int] = None  # None: the backbone's default (see README)
+    weights: str | None = None  # None (random init), "imagenet", or a torchvision state dict path
+    trainable_layers: int | None = None  # None: the backbone's default (see README)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # further builder arguments
 
 
@@ -41,10 +78,10 @@ class DataConfig:
     """Dataset, splits and loading."""
 
     dataset: str = "shapes"  # coco | voc | shapes
-    root: Optional[str] = None  # None: $DETECTION_DATASETS/<dataset> or ./datasets/<dataset>
+    root: str | None = None  # None: $DETECTION_DATASETS/<dataset> or ./datasets/<dataset>
     train_split: str = "train"
     test_split: str = "val"
-    classes: Optional[tuple[str, ...]] = None  # a custom class list (VOC names, or COCO category names)
+    classes: tuple[str, ...] | None = None  # a custom class list (VOC names, or COCO category names)
     keep_empty: bool = False  # train on images without objects as negatives
     num_workers: int = 2  # per process
     aspect_ratio_grouping: bool = True
@@ -63,7 +100,7 @@ class SolverConfig:
 
     max_iter: int = 1000
     images_per_batch: int = 2
-    reference_batch_size: Optional[int] = None  # None: the recipe's images_per_batch, no scaling
+    reference_batch_size: int | None = None  # None: the recipe's images_per_batch, no scaling
     base_lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0005
@@ -72,7 +109,7 @@ class SolverConfig:
     gamma: float = 0.1
     warmup_iters: int = 0
     warmup_factor: float = 0.001
-    clip_grad_norm: Optional[float] = None
+    clip_grad_norm: float | None = None
     accumulate_grad_batches: int = 1
     amp: Literal["off", "fp16", "bf16"] = "off"  # CUDA only; CPU always trains in float32
     channels_last: bool = False
@@ -82,7 +119,9 @@ class SolverConfig:
         if self.max_iter < 1 or self.images_per_batch < 1 or self.accumulate_grad_batches < 1:
             raise ValueError("max_iter, images_per_batch and accumulate_grad_batches must be >= 1")
         if list(self.steps) != sorted(self.steps) or any(not 0 < s < self.max_iter for s in self.steps):
-            raise ValueError(f"steps must be increasing and inside (0, max_iter={self.max_iter}), got {list(self.steps)}")
+            raise ValueError(
+                f"steps must be increasing and inside (0, max_iter={self.max_iter}), got {list(self.steps)}"
+            )
         if self.base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
 
@@ -100,8 +139,8 @@ class TestConfig:
     __test__ = False  # not a pytest test class
 
     eval_period: int = 0  # 0: evaluate only at the end
-    metric: Optional[Literal["coco", "voc"]] = None  # None: coco for coco/shapes, voc for voc
-    best_metric: Optional[str] = None  # None: bbox/AP (coco) or voc/mAP (voc)
+    metric: Literal["coco", "voc"] | None = None  # None: coco for coco/shapes, voc for voc
+    best_metric: str | None = None  # None: bbox/AP (coco) or voc/mAP (voc)
     images_per_batch: int = 1
     coco_backend: Literal["pycocotools", "faster"] = "pycocotools"
     voc_method: Literal["11point", "area"] = "11point"
@@ -124,11 +163,12 @@ class Config:
         return self.test.metric or DATASET_METRICS.get(self.data.dataset, "coco")
 
     @property
-    def best_metric(self) -> str:
+    def best_metric_name(self) -> str:
+        """``test.best_metric``, or the metric's default."""
         return self.test.best_metric or DEFAULT_BEST_METRIC[self.metric]
 
 
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Config:
+def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Reads a YAML config (or the defaults when ``path`` is None) and applies ``key=value`` overrides."""
     raw = _read_yaml_with_bases(path, seen=()) if path else {}
     for override in overrides:
@@ -218,7 +258,7 @@ def _check_keys(schema: type, raw: Any, prefix: str, source: str) -> None:
             _check_keys(nested, value, f"{prefix}{key}.", source)
 
 
-def _dataclass_in(annotation: Any) -> Optional[type]:
+def _dataclass_in(annotation: Any) -> type | None:
     candidates = typing.get_args(annotation) or (annotation,)
     return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
 

@@ -10,12 +10,19 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from detection.checkpoint import save_checkpoint
 from detection.config import config_from_dict, config_to_dict
-from detection.model_factory import detector_from_config
+from detection.modeling.factory import detector_from_config
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 CLASS_NAMES = ["circle", "square"]
 # ResNet-18 C4 at 64 px; every RoI scored so that a random model still detects something.
-TINY_MODEL = {"backbone": "resnet18", "min_size": 64, "max_size": 96, "rpn_post_nms_top_n_test": 20, "box_score_thresh": 0.0, "box_detections_per_img": 20}
+TINY_MODEL = {
+    "backbone": "resnet18",
+    "min_size": 64,
+    "max_size": 96,
+    "rpn_post_nms_top_n_test": 20,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 20,
+}
 
 
 def load_tool(name: str) -> ModuleType:
@@ -45,5 +52,8 @@ def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = config_from_dict({"model": TINY_MODEL})
     model = randomize_batchnorm(detector_from_config(config.model, len(CLASS_NAMES) + 1), seed)
-    save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(config), "class_names": CLASS_NAMES, "iteration": 0})
+    save_checkpoint(
+        path,
+        {"model": model.state_dict(), "config": config_to_dict(config), "class_names": CLASS_NAMES, "iteration": 0},
+    )
     return path

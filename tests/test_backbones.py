@@ -9,7 +9,9 @@ from torchvision.ops import FrozenBatchNorm2d
 import backbones
 from detection import build_detector
 
-SMALL_DETECTOR = dict(min_size=64, max_size=96, rpn_post_nms_top_n_train=32, rpn_post_nms_top_n_test=16, box_batch_size_per_image=16)
+SMALL_DETECTOR = dict(
+    min_size=64, max_size=96, rpn_post_nms_top_n_train=32, rpn_post_nms_top_n_test=16, box_batch_size_per_image=16
+)
 
 
 @pytest.fixture(scope="module", params=backbones.list_backbones())
@@ -182,7 +184,9 @@ def test_resnet_frozen_parameter_counts(tmp_path, trainable_layers, frozen_prefi
     frozen = sum(p.numel() for p in parameters if not p.requires_grad)
     assert frozen == _frozen_conv_params(reference, frozen_prefixes)
     assert sum(p.numel() for p in parameters) == _frozen_conv_params(reference, ("conv1", "layer"))
-    norms = [m for m in [*spec.trunk.modules(), *spec.head.modules()] if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))]
+    norms = [
+        m for m in [*spec.trunk.modules(), *spec.head.modules()] if isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d))
+    ]
     assert norms and all(isinstance(m, FrozenBatchNorm2d) for m in norms)
 
 

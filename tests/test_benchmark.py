@@ -7,7 +7,7 @@ import pytest
 import torch
 from inference_helpers import load_tool
 
-from detection.benchmark import VARIANTS, Setting, build_benchmark_model, configure, count_flops, summarize
+from detection.benchmark.runner import VARIANTS, Setting, build_benchmark_model, configure, count_flops, summarize
 from detection.cli import run_cli
 
 benchmark = load_tool("benchmark")
@@ -16,8 +16,33 @@ TINY = Setting(min_size=64, max_size=96, num_rois=6)
 
 def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
     output = tmp_path / "benchmark.json"
-    argv = ["--backbones", "resnet18", "--no-reference", "--device", "cpu", "--size", "64x96", "--rois", "6", "--warmup", "0"]
-    argv += ["--repeats", "1", "--train-steps", "1", "--train-batch-size", "1", "--train-rois", "8", "--matmul-size", "128", "--output", str(output)]
+    argv = [
+        "--backbones",
+        "resnet18",
+        "--no-reference",
+        "--device",
+        "cpu",
+        "--size",
+        "64x96",
+        "--rois",
+        "6",
+        "--warmup",
+        "0",
+    ]
+    argv += [
+        "--repeats",
+        "1",
+        "--train-steps",
+        "1",
+        "--train-batch-size",
+        "1",
+        "--train-rois",
+        "8",
+        "--matmul-size",
+        "128",
+        "--output",
+        str(output),
+    ]
     assert benchmark.main(argv) == 0
 
     result = json.loads(output.read_text())
@@ -68,10 +93,23 @@ def test_head_flops_grow_linearly_with_the_rois():
 
 
 def test_summary_statistics():
-    assert summarize([3.0, 1.0, 2.0, 10.0, 4.0]) == {"median": 3.0, "q1": 2.0, "q3": 4.0, "min": 1.0, "max": 10.0, "n": 5}
+    assert summarize([3.0, 1.0, 2.0, 10.0, 4.0]) == {
+        "median": 3.0,
+        "q1": 2.0,
+        "q3": 4.0,
+        "min": 1.0,
+        "max": 10.0,
+        "n": 5,
+    }
 
 
-@pytest.mark.parametrize("argv, message", [(["--backbones", "resnet7"], "unknown backbone(s) resnet7"), (["--size", "64x96", "800x1333", "--rois", "1", "2", "3"], "--rois")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--backbones", "resnet7"], "unknown backbone(s) resnet7"),
+        (["--size", "64x96", "800x1333", "--rois", "1", "2", "3"], "--rois"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(benchmark.main, argv)

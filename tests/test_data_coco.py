@@ -20,9 +20,7 @@ def write_coco(root, images, annotations, categories, split="val"):
         cv2.imwrite(str(root / split / file_name), np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8))
     data = {
         "images": [{"id": i, "file_name": f, "height": HEIGHT, "width": WIDTH} for i, f in images],
-        "annotations": [
-            {"id": k + 1, "iscrowd": 0, **ann} for k, ann in enumerate(annotations)
-        ],
+        "annotations": [{"id": k + 1, "iscrowd": 0, **ann} for k, ann in enumerate(annotations)],
         "categories": [{"id": i, "name": n} for i, n in categories],
     }
     path = root / "annotations" / f"instances_{split}.json"
@@ -128,7 +126,10 @@ def test_images_without_boxes(tmp_path):
     write_coco(
         tmp_path,
         [(1, "a.jpg"), (2, "empty.jpg"), (3, "c.jpg")],
-        [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}, {"image_id": 3, "category_id": 3, "bbox": [1, 1, 5, 5]}],
+        [
+            {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},
+            {"image_id": 3, "category_id": 3, "bbox": [1, 1, 5, 5]},
+        ],
         CATEGORIES,
     )
     train = build_dataset("coco", "val", root=tmp_path, train=True)
@@ -152,7 +153,9 @@ def test_getitem_returns_the_image_contract(tmp_path):
 
 
 def test_building_reads_no_image(tmp_path, monkeypatch):
-    write_coco(tmp_path, [(1, "a.jpg"), (2, "b.jpg")], [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}], CATEGORIES)
+    write_coco(
+        tmp_path, [(1, "a.jpg"), (2, "b.jpg")], [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}], CATEGORIES
+    )
     for image in (tmp_path / "val").iterdir():
         image.unlink()  # any attempt to read one would fail
 
@@ -207,7 +210,10 @@ def test_malformed_json_names_the_file_and_field(tmp_path, mutate, field, messag
     path = write_coco(
         tmp_path,
         [(1, "a.jpg")],
-        [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}, {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}],
+        [
+            {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},
+            {"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]},
+        ],
         CATEGORIES,
     )
     data = json.loads(path.read_text())

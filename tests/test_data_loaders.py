@@ -143,13 +143,14 @@ def test_loaders_shard_under_distributed(shapes_root, monkeypatch):
     dataset = build_dataset("shapes", "val", root=shapes_root, train=False)
     whole = [t["index"] for _, targets in build_test_loader(dataset, 1, num_workers=0) for t in targets]
     assert whole == [0, 1, 2, 3]
-    monkeypatch.setattr(detection.data.build, "get_rank_and_world_size", lambda: (1, 2))
+    monkeypatch.setattr(detection.data.build, "get_rank", lambda: 1)
+    monkeypatch.setattr(detection.data.build, "get_world_size", lambda: 2)
     loader = build_test_loader(dataset, 2, num_workers=0)
     assert len(loader) == 1
     assert [t["index"] for _, targets in loader for t in targets] == [2, 3]
     train = build_dataset("shapes", "val", root=shapes_root, train=True, keep_empty=True)
     rank1 = batch_keys(build_train_loader(train, 2, num_workers=0, seed=0, aspect_ratio_grouping=False), 2)
-    monkeypatch.setattr(detection.data.build, "get_rank_and_world_size", lambda: (0, 2))
+    monkeypatch.setattr(detection.data.build, "get_rank", lambda: 0)
     rank0 = batch_keys(build_train_loader(train, 2, num_workers=0, seed=0, aspect_ratio_grouping=False), 2)
     assert sorted(k[0] for batch in rank0 + rank1 for k in batch) == [0, 0, 1, 1, 2, 2, 3, 3]
 
@@ -191,7 +192,11 @@ def test_unreadable_images_raise_or_are_skipped_and_counted(shapes_root, tmp_pat
 def test_train_loader_needs_images(tmp_path):
     (tmp_path / "val").mkdir()
     (tmp_path / "annotations").mkdir()
-    data = {"images": [{"id": 1, "file_name": "a.jpg", "height": 5, "width": 5}], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 5, "width": 5}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "x"}],
+    }
     (tmp_path / "annotations" / "instances_val.json").write_text(json.dumps(data))
     dataset = build_dataset("coco", "val", root=tmp_path, train=True)
     with pytest.raises(DatasetError, match="no images.*keep_empty=True"):

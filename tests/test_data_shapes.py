@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from inference_helpers import load_tool
 
 import detection.data.build
-from inference_helpers import load_tool
 from detection.data import (
     SHAPES_CLASSES,
     DatasetError,
@@ -67,7 +67,9 @@ def test_generation_is_deterministic(tmp_path):
 
 
 def test_content_has_every_class_and_empty_images(tmp_path):
-    root = generate_shapes_dataset(tmp_path, ShapesOptions(num_train=30, num_val=0, image_size=(64, 80), formats=("coco",)))
+    root = generate_shapes_dataset(
+        tmp_path, ShapesOptions(num_train=30, num_val=0, image_size=(64, 80), formats=("coco",))
+    )
     data = json.loads((root / "coco" / "annotations" / "instances_train.json").read_text())
     assert [c["name"] for c in data["categories"]] == list(SHAPES_CLASSES)
     assert {a["category_id"] for a in data["annotations"]} == {1, 2, 3}
@@ -96,7 +98,9 @@ def test_ensure_generates_once_then_reuses(tmp_path):
 
 def test_shapes_by_name_generates_into_the_env_var_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTION_DATASETS", str(tmp_path))
-    monkeypatch.setattr(detection.data.build, "ensure_shapes_dataset", functools.partial(ensure_shapes_dataset, options=SMALL))
+    monkeypatch.setattr(
+        detection.data.build, "ensure_shapes_dataset", functools.partial(ensure_shapes_dataset, options=SMALL)
+    )
     dataset = build_dataset("shapes", "val", train=False)
     assert (tmp_path / "shapes" / "shapes.json").is_file()
     assert len(dataset) == 2 and dataset.class_names == SHAPES_CLASSES
@@ -106,7 +110,22 @@ def test_shapes_by_name_generates_into_the_env_var_folder(tmp_path, monkeypatch)
 
 def test_make_shapes_dataset_tool(tmp_path, capsys):
     tool = load_tool("make_shapes_dataset")
-    argv = ["--out", str(tmp_path), "--format", "voc", "--train", "2", "--val", "1", "--seed", "3", "--height", "64", "--width", "80"]
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--format",
+        "voc",
+        "--train",
+        "2",
+        "--val",
+        "1",
+        "--seed",
+        "3",
+        "--height",
+        "64",
+        "--width",
+        "80",
+    ]
     assert tool.main(argv) == 0
     assert "wrote 2 train + 1 val images" in capsys.readouterr().out
     main = tmp_path / "VOCdevkit" / "VOCshapes" / "ImageSets" / "Main"

@@ -33,7 +33,9 @@ def write_voc(devkit, year, split, images):
 
 
 def test_one_based_inclusive_boxes_become_zero_based_continuous(tmp_path):
-    write_voc(tmp_path, "2007", "test", {"000001": [voc_object("dog", (1, 1, 10, 5)), voc_object("cat", (5, 6, 30, 20))]})
+    write_voc(
+        tmp_path, "2007", "test", {"000001": [voc_object("dog", (1, 1, 10, 5)), voc_object("cat", (5, 6, 30, 20))]}
+    )
     dataset = VOCDetection(tmp_path, "2007_test")
     # Pixel columns 1..10 (1-based, inclusive) are 0..9 (0-based): x1 = 0, x2 = 10.
     np.testing.assert_array_equal(dataset.get_annotation(0)["boxes"], [[0, 0, 10, 5], [4, 5, 30, 20]])
@@ -91,7 +93,9 @@ def test_difficult_flags(tmp_path):
 
 
 def test_unknown_class_name_names_the_xml(tmp_path):
-    folder = write_voc(tmp_path, "2007", "test", {"000001": [voc_object("dog", (1, 1, 5, 5)), voc_object("unicorn", (1, 1, 5, 5))]})
+    folder = write_voc(
+        tmp_path, "2007", "test", {"000001": [voc_object("dog", (1, 1, 5, 5)), voc_object("unicorn", (1, 1, 5, 5))]}
+    )
     with pytest.raises(DatasetError, match="unknown class name 'unicorn'") as info:
         VOCDetection(tmp_path, "2007_test")
     assert info.value.path == str(folder / "Annotations" / "000001.xml")
@@ -99,14 +103,21 @@ def test_unknown_class_name_names_the_xml(tmp_path):
 
 
 def test_custom_classes(tmp_path):
-    write_voc(tmp_path, "2007", "test", {"000001": [voc_object("unicorn", (1, 1, 5, 5)), voc_object("dog", (1, 1, 5, 5))]})
+    write_voc(
+        tmp_path, "2007", "test", {"000001": [voc_object("unicorn", (1, 1, 5, 5)), voc_object("dog", (1, 1, 5, 5))]}
+    )
     dataset = build_dataset("voc", "2007_test", root=tmp_path, train=False, classes=("unicorn", "dog"))
     assert dataset.class_names == ("unicorn", "dog")
     assert dataset.get_annotation(0)["labels"].tolist() == [1, 2]
 
 
 def test_years_and_splits_concatenate(tmp_path):
-    write_voc(tmp_path, "2007", "trainval", {"000005": [voc_object("dog", (1, 1, 5, 5))], "000007": [voc_object("cat", (1, 1, 5, 5))]})
+    write_voc(
+        tmp_path,
+        "2007",
+        "trainval",
+        {"000005": [voc_object("dog", (1, 1, 5, 5))], "000007": [voc_object("cat", (1, 1, 5, 5))]},
+    )
     write_voc(tmp_path, "2012", "trainval", {"2008_000002": [voc_object("bus", (1, 1, 5, 5))]})
     dataset = build_dataset("voc", "2007_trainval+2012_trainval", root=tmp_path, train=True)
     assert len(dataset) == 3
@@ -157,5 +168,7 @@ def test_missing_devkit_is_one_helpful_line(tmp_path):
     assert "\n" not in message and str(tmp_path / "VOCdevkit") in message
     assert "ROOT/VOC{year}/Annotations/*.xml" in message and "--dataset shapes" in message
     (tmp_path / "VOCdevkit").mkdir()
-    with pytest.raises(DatasetError, match=r"VOC2007/ImageSets/Main/test.txt: VOC split file not found.*--dataset shapes"):
+    with pytest.raises(
+        DatasetError, match=r"VOC2007/ImageSets/Main/test.txt: VOC split file not found.*--dataset shapes"
+    ):
         build_dataset("voc", "2007_test", root=tmp_path / "VOCdevkit", train=False)

@@ -49,7 +49,11 @@ def test_options_reach_torchvision():
     assert model.rpn.anchor_generator.num_anchors_per_location() == [15]
     assert model.rpn._post_nms_top_n["testing"] == 1000
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
-    assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh, model.roi_heads.detections_per_img) == (0.2, 0.5, 50)
+    assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh, model.roi_heads.detections_per_img) == (
+        0.2,
+        0.5,
+        50,
+    )
     assert model.roi_heads.box_roi_pool.aligned is False
 
 

@@ -11,7 +11,7 @@ import torch
 from detection.checkpoint import save_checkpoint
 from detection.config import config_to_dict, load_config
 from detection.data import build_dataset
-from detection.model_factory import detector_from_config
+from detection.modeling.factory import detector_from_config
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "eval_det.py"
 
@@ -19,11 +19,20 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "eval_det.py"
 def _write_checkpoint(path: Path, shapes_root: Path, class_names: list[str]) -> None:
     config = load_config(
         None,
-        ["model.backbone=resnet18", "model.min_size=128", "model.max_size=160", f"data.root={shapes_root}", "data.num_workers=0"],
+        [
+            "model.backbone=resnet18",
+            "model.min_size=128",
+            "model.max_size=160",
+            f"data.root={shapes_root}",
+            "data.num_workers=0",
+        ],
     )
     torch.manual_seed(0)
     model = detector_from_config(config.model, len(class_names) + 1)
-    save_checkpoint(path, {"model": model.state_dict(), "config": config_to_dict(config), "class_names": class_names, "iteration": 0})
+    save_checkpoint(
+        path,
+        {"model": model.state_dict(), "config": config_to_dict(config), "class_names": class_names, "iteration": 0},
+    )
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

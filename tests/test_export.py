@@ -25,7 +25,9 @@ def eager_detections(checkpoint: Path, image: torch.Tensor) -> dict[str, np.ndar
     return {key: value.numpy() for key, value in output.items()}
 
 
-def assert_same_detections(expected: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
+def assert_same_detections(
+    expected: dict[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray
+) -> None:
     assert len(expected["boxes"]) > 0
     np.testing.assert_array_equal(labels, expected["labels"])
     np.testing.assert_allclose(boxes, expected["boxes"], atol=1e-3, rtol=1e-4)
@@ -42,7 +44,9 @@ def test_torchscript_round_trip(tmp_path, checkpoint, capsys):
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
         with torch.inference_mode():
             _, detections = scripted([image])
-        assert_same_detections(eager_detections(checkpoint, image), *(detections[0][key].numpy() for key in ("boxes", "labels", "scores")))
+        assert_same_detections(
+            eager_detections(checkpoint, image), *(detections[0][key].numpy() for key in ("boxes", "labels", "scores"))
+        )
 
 
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")

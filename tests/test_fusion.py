@@ -8,7 +8,7 @@ from torchvision.models.detection import fasterrcnn_resnet50_fpn
 from torchvision.ops import FrozenBatchNorm2d
 
 from detection import build_detector
-from detection.fusion import fold_batchnorm, optimize_for_inference
+from detection.modeling.fusion import fold_batchnorm, optimize_for_inference
 
 BATCHNORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 TINY_OPTIONS = {key: value for key, value in TINY_MODEL.items() if key != "backbone"}
@@ -57,7 +57,9 @@ def test_folded_channels_last_model_gives_the_same_detections_and_stays_scriptab
 
 def test_torchvision_fpn_reference_folds_too():
     torch.manual_seed(0)
-    model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96, box_score_thresh=0.0)
+    model = fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=3, min_size=64, max_size=96, box_score_thresh=0.0
+    )
     model = randomize_batchnorm(model).eval()
     images = [torch.rand(3, 64, 96)]
     folded = optimize_for_inference(model)

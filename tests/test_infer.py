@@ -13,8 +13,8 @@ from detection.checkpoint import load_detector
 from detection.cli import run_cli
 from detection.data import read_image
 from detection.errors import UserError
-from detection.predictor import find_images
-from detection.visualization import draw_annotation, draw_detections, label_colour
+from detection.inference.drawing import draw_annotation, draw_detections, label_colour
+from detection.inference.predictor import find_images
 
 infer = load_tool("infer")
 
@@ -41,7 +41,19 @@ def test_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
     (folder / "notes.txt").write_text("not an image, not an input")
     out = tmp_path / "out"
 
-    code = infer.main(["--checkpoint", str(checkpoint), str(folder), "--output-dir", str(out), "--score-thresh", "0", "--batch-size", "2"])
+    code = infer.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            str(folder),
+            "--output-dir",
+            str(out),
+            "--score-thresh",
+            "0",
+            "--batch-size",
+            "2",
+        ]
+    )
 
     assert code == 1
     captured = capsys.readouterr()
@@ -72,7 +84,20 @@ def test_score_threshold_and_glob_input(tmp_path, checkpoint):
     for seed, name in enumerate(["x.png", "y.png"]):
         write_image(tmp_path / name, 80, 100, seed)
     out = tmp_path / "out"
-    assert infer.main(["--checkpoint", str(checkpoint), str(tmp_path / "*.png"), "--output-dir", str(out), "--score-thresh", "0.34"]) == 0
+    assert (
+        infer.main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                str(tmp_path / "*.png"),
+                "--output-dir",
+                str(out),
+                "--score-thresh",
+                "0.34",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "detections.json").read_text())
     assert len(report["images"]) == 2 and report["failed"] == []
     assert all(score >= 0.34 for image in report["images"] for score in image["scores"])
@@ -128,7 +153,18 @@ def test_draw_annotation_names_difficult_boxes():
 def test_visualize_dataset_draws_ground_truth(tmp_path, shapes_root, capsys):
     tool = load_tool("visualize_dataset")
     out = tmp_path / "gt"
-    argv = ["--dataset", "shapes", "--data-root", str(shapes_root), "--split", "val", "--output-dir", str(out), "--num-images", "2"]
+    argv = [
+        "--dataset",
+        "shapes",
+        "--data-root",
+        str(shapes_root),
+        "--split",
+        "val",
+        "--output-dir",
+        str(out),
+        "--num-images",
+        "2",
+    ]
     assert tool.main(argv) == 0
     pictures = sorted(out.glob("*.jpg"))
     assert [p.name[:7] for p in pictures] == ["000000_", "000001_"]

@@ -38,7 +38,7 @@ def test_list_is_sorted_and_has_the_builtins():
     names = backbones.list_backbones()
     assert names == sorted(names)
     assert {"resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg16"} <= set(names)
-    assert backbones.list is backbones.list_backbones and backbones.build is backbones.build_backbone
+    assert backbones.build is backbones.build_backbone
 
 
 def test_duplicate_name_is_refused(isolated_registry):
@@ -47,7 +47,9 @@ def test_duplicate_name_is_refused(isolated_registry):
 
 
 def test_unknown_name_lists_the_known_names():
-    with pytest.raises(KeyError, match="unknown backbone 'resnet1001'; registered backbones: resnet101, resnet152, resnet18"):
+    with pytest.raises(
+        KeyError, match="unknown backbone 'resnet1001'; registered backbones: resnet101, resnet152, resnet18"
+    ):
         backbones.build_backbone("resnet1001")
 
 
@@ -73,7 +75,8 @@ def test_third_party_backbone_builds_a_working_detector(isolated_registry):
 
 def test_entry_point_backbones_load_on_first_lookup(monkeypatch, tmp_path):
     package = tmp_path / "thirdparty_nets.py"
-    package.write_text(textwrap.dedent("""
+    package.write_text(
+        textwrap.dedent("""
         from torch import nn
         import backbones
 
@@ -81,11 +84,14 @@ def test_entry_point_backbones_load_on_first_lookup(monkeypatch, tmp_path):
             trunk = nn.Conv2d(3, 16, 16, stride=16)
             head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 4 * 4, 32))
             return backbones.BackboneSpec(trunk, 16, head, 32, backbones.PoolerSpec("roi_pool", 4))
-    """))
+    """)
+    )
     dist_info = tmp_path / "thirdparty_nets-1.0.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-nets\nVersion: 1.0\n")
-    (dist_info / "entry_points.txt").write_text(f"[{backbones.ENTRY_POINT_GROUP}]\nplugin_net = thirdparty_nets:build\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{backbones.ENTRY_POINT_GROUP}]\nplugin_net = thirdparty_nets:build\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_BUILDERS", dict(registry._BUILDERS))
     monkeypatch.setattr(registry, "_entry_points_loaded", False)

@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-
 from training_helpers import REPO, TRAIN_TOOL, run_tool, train_command
 
 
@@ -20,13 +19,33 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def test_unknown_config_key_is_refused(tmp_path):
-    result = run_tool([os.sys.executable, str(TRAIN_TOOL), "--dataset", "shapes", "--output-dir", str(tmp_path), "--opts", "solver.base_lrr=0.1"])
+    result = run_tool(
+        [
+            os.sys.executable,
+            str(TRAIN_TOOL),
+            "--dataset",
+            "shapes",
+            "--output-dir",
+            str(tmp_path),
+            "--opts",
+            "solver.base_lrr=0.1",
+        ]
+    )
     assert_one_line_error(result, "unknown key solver.base_lrr", "did you mean solver.base_lr")
 
 
 def test_coco_without_data_is_one_readable_line(tmp_path):
     result = run_tool(
-        [os.sys.executable, str(TRAIN_TOOL), "--backbone", "resnet101", "--dataset", "coco", "--output-dir", str(tmp_path)],
+        [
+            os.sys.executable,
+            str(TRAIN_TOOL),
+            "--backbone",
+            "resnet101",
+            "--dataset",
+            "coco",
+            "--output-dir",
+            str(tmp_path),
+        ],
         env={"DETECTION_DATASETS": str(tmp_path / "nothing here")},
     )
     assert_one_line_error(result, "coco", "--dataset shapes")
@@ -49,7 +68,13 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(shapes_root, tmp_path, sign
     output = tmp_path / "out"
     command = train_command(shapes_root, output, "solver.max_iter=1000", "solver.steps=[500]", "data.num_workers=1")
     process = subprocess.Popen(
-        command, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240

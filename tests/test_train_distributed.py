@@ -4,7 +4,6 @@ import sys
 
 import pytest
 import torch
-
 from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -19,7 +18,8 @@ train = trainer.Trainer.train
 
 def train_and_dump(self, data, state):
     code = train(self, data, state)
-    torch.save(dict(self.module.named_parameters()), os.path.join(os.environ["DUMP_DIR"], "rank" + os.environ["RANK"] + ".pt"))
+    path = os.path.join(os.environ["DUMP_DIR"], "rank" + os.environ["RANK"] + ".pt")
+    torch.save(dict(self.module.named_parameters()), path)
     return code
 
 trainer.Trainer.train = train_and_dump
@@ -33,7 +33,19 @@ def test_two_processes_end_with_identical_weights(shapes_root, tmp_path):
     output = tmp_path / "out"
     overrides = tiny_overrides(shapes_root, output, "solver.max_iter=3", "solver.images_per_batch=2")
     # --standalone: a local rendezvous on a free port.
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher), "--dataset", "shapes", "--opts", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(launcher),
+        "--dataset",
+        "shapes",
+        "--opts",
+        *overrides,
+    ]
     result = run_tool(command, env={"DUMP_DIR": str(tmp_path)}, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 process(es) on cpu" in result.stdout

@@ -3,8 +3,8 @@
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -51,10 +51,18 @@ def tiny_config(root: Path, output_dir: Path, *extra: str) -> Config:
 
 
 def train_command(root: Path, output_dir: Path, *extra: str, tool_args: Sequence[str] = ()) -> list[str]:
-    return [sys.executable, str(TRAIN_TOOL), "--dataset", "shapes", *tool_args, "--opts", *tiny_overrides(root, output_dir, *extra)]
+    return [
+        sys.executable,
+        str(TRAIN_TOOL),
+        "--dataset",
+        "shapes",
+        *tool_args,
+        "--opts",
+        *tiny_overrides(root, output_dir, *extra),
+    ]
 
 
-def run_tool(arguments: Sequence[str], env: Optional[dict] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_tool(arguments: Sequence[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs ``arguments`` from the repository root with one torch thread (the CPU is shared)."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(list(arguments), cwd=REPO, env=environment, capture_output=True, text=True, timeout=timeout)

@@ -11,12 +11,11 @@ import json
 import os
 import shlex
 import sys
-from typing import Optional, Sequence
-
+from collections.abc import Sequence
 
 from backbones import list_backbones
-from detection.benchmark import BenchmarkOptions, Setting, run_benchmark
-from detection.benchmark_report import markdown_report
+from detection.benchmark.report import markdown_report
+from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
 from detection.cli import add_device_argument, run_cli
 from detection.errors import UserError
 
@@ -35,22 +34,40 @@ def parse_size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbones", default="resnet101,vgg16", help="comma-separated registered backbones, or 'all'")
-    parser.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True, help="measure torchvision's fasterrcnn_resnet50_fpn too")
+    parser.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure torchvision's fasterrcnn_resnet50_fpn too",
+    )
     add_device_argument(parser)
-    parser.add_argument("--size", type=parse_size, nargs="+", default=[(600, 1000), (800, 1333)], metavar="MINxMAX", help="test scales (the input image is MIN x MAX pixels)")
-    parser.add_argument("--rois", type=int, nargs="+", default=[300, 1000], help="RoIs per image for each --size (one value: for all)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        nargs="+",
+        default=[(600, 1000), (800, 1333)],
+        metavar="MINxMAX",
+        help="test scales (the input image is MIN x MAX pixels)",
+    )
+    parser.add_argument(
+        "--rois", type=int, nargs="+", default=[300, 1000], help="RoIs per image for each --size (one value: for all)"
+    )
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before timing")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference runs")
     parser.add_argument("--train-steps", type=int, default=2, help="timed training steps (after one untimed step)")
     parser.add_argument("--train-batch-size", type=int, default=2)
     parser.add_argument("--train-rois", type=int, help="RoIs sampled per training image (default: each model's own)")
     parser.add_argument("--num-classes", type=int, default=21, help="classes including the background")
-    parser.add_argument("--matmul-size", type=int, help="side of the matrices that measure the matmul rate (default: 2048 CPU, 8192 CUDA)")
+    parser.add_argument(
+        "--matmul-size",
+        type=int,
+        help="side of the matrices that measure the matmul rate (default: 2048 CPU, 8192 CUDA)",
+    )
     parser.add_argument("--output", default="output/benchmark.json", help="JSON file to write")
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     rois = args.rois * len(args.size) if len(args.rois) == 1 else args.rois
@@ -70,7 +87,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_classes=args.num_classes,
         matmul_size=args.matmul_size,
     )
-    result = {"command": shlex.join(["python", "tools/benchmark.py", *argv]), **run_benchmark(options, log=lambda line: print(line, file=sys.stderr))}
+    result = {
+        "command": shlex.join(["python", "tools/benchmark.py", *argv]),
+        **run_benchmark(options, log=lambda line: print(line, file=sys.stderr)),
+    }
     print(markdown_report(result))
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as file:

@@ -9,13 +9,13 @@ from the worker. The first batch (worker start-up) is not timed.
 import argparse
 import itertools
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from detection.cli import run_cli
 from detection.data import AugmentationOptions, build_dataset, build_train_loader, dataset_names
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=dataset_names(), default="shapes")
     parser.add_argument("--split", default="train", help="e.g. train (shapes), train2017 (coco), 2007_trainval (voc)")

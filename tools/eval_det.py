@@ -9,9 +9,8 @@ Writes the results (COCO results json or devkit files) and metrics.json to --out
 import argparse
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
-
 
 from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
 from detection.cli import add_device_argument, run_cli
@@ -20,11 +19,15 @@ from detection.errors import CheckpointError, ConfigError
 from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
-    parser.add_argument("--dataset", choices=("coco", "voc", "shapes"), help="default: the dataset the checkpoint was trained on")
-    parser.add_argument("--data-root", help="the dataset's root folder (default: the checkpoint's, then $DETECTION_DATASETS)")
+    parser.add_argument(
+        "--dataset", choices=("coco", "voc", "shapes"), help="default: the dataset the checkpoint was trained on"
+    )
+    parser.add_argument(
+        "--data-root", help="the dataset's root folder (default: the checkpoint's, then $DETECTION_DATASETS)"
+    )
     parser.add_argument("--split", help="split to evaluate (default: the config's test split)")
     parser.add_argument("--output-dir", help="default: <checkpoint folder>/eval_<dataset>_<split>")
     parser.add_argument("--metric", choices=("coco", "voc"), help="default: coco for coco/shapes, voc for voc")
@@ -37,19 +40,24 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     checkpoint = load_checkpoint(args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
     dataset = build_evaluation_dataset(config, args.split)
-    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=args.device, num_classes=len(dataset.class_names) + 1)
+    loaded = detector_from_checkpoint(
+        checkpoint, args.checkpoint, device=args.device, num_classes=len(dataset.class_names) + 1
+    )
     if list(dataset.class_names) != loaded.class_names:
         raise CheckpointError(
-            f"{args.checkpoint}: trained for the classes {loaded.class_names}, the dataset has {list(dataset.class_names)}"
+            f"{args.checkpoint}: trained for the classes {loaded.class_names}, "
+            f"the dataset has {list(dataset.class_names)}"
         )
     split = args.split or config.data.test_split
     output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
-    metrics = evaluate_model(loaded.model, dataset, config, device=args.device, output_dir=output_dir, voc_coco_style=args.voc_coco_style)
+    metrics = evaluate_model(
+        loaded.model, dataset, config, device=args.device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
+    )
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"Wrote the results and metrics.json to {output_dir}")
     return 0
@@ -60,10 +68,16 @@ def _with_arguments(config: Config, args: argparse.Namespace) -> Config:
     data = _given(root=args.data_root, num_workers=args.num_workers)
     if args.dataset and args.dataset != config.data.dataset:
         if not args.split:
-            raise ConfigError(f"the checkpoint was trained on {config.data.dataset!r}; with --dataset {args.dataset} pass --split too")
+            raise ConfigError(
+                f"the checkpoint was trained on {config.data.dataset!r}; with --dataset {args.dataset} pass --split too"
+            )
         data.update(dataset=args.dataset, root=args.data_root)  # the stored root is the other dataset's
-    test = _given(metric=args.metric, coco_backend=args.coco_backend, voc_method=args.voc_method, images_per_batch=args.batch_size)
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, **data), test=dataclasses.replace(config.test, **test))
+    test = _given(
+        metric=args.metric, coco_backend=args.coco_backend, voc_method=args.voc_method, images_per_batch=args.batch_size
+    )
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, **data), test=dataclasses.replace(config.test, **test)
+    )
 
 
 def _given(**values):

@@ -8,16 +8,16 @@ pixels), labels (1..K) and scores; the class names are in the checkpoint.
 """
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from detection.checkpoint import load_detector
 from detection.cli import run_cli
-from detection.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
-from detection.fusion import optimize_for_inference
+from detection.inference.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
+from detection.modeling.fusion import optimize_for_inference
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument("--format", choices=EXPORT_FORMATS, required=True, dest="export_format")
@@ -26,12 +26,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     loaded = load_detector(args.checkpoint)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     export_model(optimize_for_inference(loaded.model), args.output, args.export_format, opset=args.opset)
-    print(f"wrote {args.output} ({args.export_format}, {loaded.config.model.backbone}, classes: {', '.join(loaded.class_names)})")
+    print(
+        f"wrote {args.output} ({args.export_format}, {loaded.config.model.backbone}, "
+        f"classes: {', '.join(loaded.class_names)})"
+    )
     return 0
 
 

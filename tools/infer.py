@@ -10,18 +10,18 @@ scores) to --output-dir. Unreadable files are reported and skipped; the exit cod
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from tqdm import tqdm
 
 from detection.checkpoint import load_detector
 from detection.cli import add_device_argument, run_cli
-from detection.fusion import optimize_for_inference
-from detection.prediction_writer import PredictionWriter
-from detection.predictor import Predictor, ReadFailure, find_images
+from detection.inference.predictor import Predictor, ReadFailure, find_images
+from detection.inference.writer import PredictionWriter
+from detection.modeling.fusion import optimize_for_inference
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
@@ -29,17 +29,23 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
     parser.add_argument("--batch-size", type=int, default=2, help="images per forward pass")
     add_device_argument(parser)
-    parser.add_argument("--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)"
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     paths = find_images(args.inputs)
     loaded = load_detector(args.checkpoint, device=args.device)
     model = optimize_for_inference(loaded.model, fold_bn=True, channels_last=args.channels_last)
     predictor = Predictor(model, args.device, batch_size=args.batch_size, score_thresh=args.score_thresh)
-    writer = PredictionWriter(args.output_dir, loaded.class_names, {"checkpoint": os.fspath(args.checkpoint), "score_thresh": args.score_thresh})
+    writer = PredictionWriter(
+        args.output_dir,
+        loaded.class_names,
+        {"checkpoint": os.fspath(args.checkpoint), "score_thresh": args.score_thresh},
+    )
     with tqdm(total=len(paths), unit="image", desc="inference") as progress:
         for result in predictor.predict_files(paths):
             if isinstance(result, ReadFailure):
@@ -50,7 +56,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             progress.update()
     detections_file = writer.close()
     failed = len(writer.failed)
-    print(f"{len(writer.images)} of {len(paths)} images processed, {failed} unreadable; detections in {detections_file}")
+    print(
+        f"{len(writer.images)} of {len(paths)} images processed, {failed} unreadable; detections in {detections_file}"
+    )
     return 1 if failed else 0
 
 

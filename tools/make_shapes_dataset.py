@@ -7,7 +7,7 @@ The output is deterministic for a given seed and size. ``--dataset shapes`` in t
 """
 
 import argparse
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from detection.cli import run_cli
 from detection.data import ShapesOptions, generate_shapes_dataset, resolve_dataset_root
@@ -15,7 +15,7 @@ from detection.data import ShapesOptions, generate_shapes_dataset, resolve_datas
 FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     defaults = ShapesOptions()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output folder (default: the cache folder of --dataset shapes)")

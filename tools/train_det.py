@@ -10,34 +10,40 @@ See docs/training.md for configs, overrides, resuming, fine-tuning, multi-GPU/mu
 
 import argparse
 import dataclasses
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from detection.cli import add_config_arguments, config_from_arguments, run_cli
-from detection.engine import RunOptions, run
+from detection.engine import RunOptions, run_training
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
-    parser.add_argument("--output-dir", help="where logs, events, config.yaml and checkpoints go (overrides output_dir)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="overrides device (auto: cuda where available)")
+    parser.add_argument(
+        "--output-dir", help="where logs, events, config.yaml and checkpoints go (overrides output_dir)"
+    )
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help="overrides device (auto: cuda where available)"
+    )
     parser.add_argument(
         "--resume", nargs="?", const="auto", metavar="PATH",
         help="continue a run exactly: from PATH, or without PATH from the newest checkpoint in the output folder",
     )  # fmt: skip
-    parser.add_argument("--weights", metavar="PATH", help="initialise the model from a checkpoint (no optimizer state): fine-tuning")
+    parser.add_argument(
+        "--weights", metavar="PATH", help="initialise the model from a checkpoint (no optimizer state): fine-tuning"
+    )
     parser.add_argument("--eval-only", action="store_true", help="evaluate the --weights or --resume model and exit")
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_arguments(args)
     if args.output_dir:
         config = dataclasses.replace(config, output_dir=args.output_dir)
     if args.device:
         config = dataclasses.replace(config, device=args.device)
-    return run(config, RunOptions(resume=args.resume, weights=args.weights, eval_only=args.eval_only))
+    return run_training(config, RunOptions(resume=args.resume, weights=args.weights, eval_only=args.eval_only))
 
 
 if __name__ == "__main__":

@@ -8,17 +8,17 @@ Unreadable images are reported and skipped; the exit code is 1 if any was.
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from tqdm import tqdm
 
 from detection.cli import add_config_arguments, config_from_arguments, run_cli
 from detection.data import ImageReadError, build_dataset, read_image
-from detection.visualization import draw_annotation, write_picture
+from detection.inference.drawing import draw_annotation, write_picture
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--split", help="default: the config's training split")
@@ -28,7 +28,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_arguments(args)
     split = args.split or config.data.train_split
@@ -45,7 +45,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             tqdm.write(f"skipped: {error}", file=sys.stderr)
             failed += 1
             continue
-        write_picture(output_dir / f"{index:06d}_{Path(annotation['file_name']).stem}.jpg", draw_annotation(image, annotation, dataset.class_names))
+        write_picture(
+            output_dir / f"{index:06d}_{Path(annotation['file_name']).stem}.jpg",
+            draw_annotation(image, annotation, dataset.class_names),
+        )
     print(f"{stop - args.start - failed} of {stop - args.start} images drawn to {output_dir}, {failed} unreadable")
     return 1 if failed else 0
 

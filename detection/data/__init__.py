@@ -1,9 +1,9 @@
 """Detection datasets (MS COCO, PASCAL VOC, generated shapes), augmentation and loaders.
 
-    >>> from detection.data import build_dataset, build_train_loader
-    >>> dataset = build_dataset("shapes", "train", train=True)
-    >>> loader = build_train_loader(dataset, 2, num_workers=2, seed=0)
-    >>> images, targets = next(iter(loader))
+>>> from detection.data import build_dataset, build_train_loader
+>>> dataset = build_dataset("shapes", "train", train=True)
+>>> loader = build_train_loader(dataset, 2, num_workers=2, seed=0)
+>>> images, targets = next(iter(loader))
 """
 
 from .annotations import ImageAnnotation
@@ -29,7 +29,6 @@ from .samplers import (
     SeededBatchSampler,
     TrainingSampler,
     aspect_ratio_group_ids,
-    get_rank_and_world_size,
 )
 from .shapes import SHAPES_CLASSES, ShapesOptions, ensure_shapes_dataset, generate_shapes_dataset
 from .transforms import AugmentationOptions, DetectionAugmentation
@@ -64,7 +63,6 @@ __all__ = [
     "dataset_names",
     "ensure_shapes_dataset",
     "generate_shapes_dataset",
-    "get_rank_and_world_size",
     "parse_voc_split",
     "read_image",
     "resolve_dataset_root",

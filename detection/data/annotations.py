@@ -1,7 +1,5 @@
 """Per-image ground truth in the package's box convention, and the box clean-up shared by readers."""
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,9 +45,7 @@ class ImageAnnotation:
         return mask
 
 
-def clip_boxes(
-    boxes: np.ndarray, height: int | np.ndarray, width: int | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def clip_boxes(boxes: np.ndarray, height: int | np.ndarray, width: int | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Clip ``xyxy`` boxes to their image and flag the ones worth keeping.
 
     Args:

@@ -1,13 +1,12 @@
 """Datasets by name, their root folders, and the training and evaluation loaders."""
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torch.utils.data import BatchSampler, DataLoader
 
+from ..distributed import get_rank, get_world_size
 from .coco import COCO_LAYOUT, CocoDetection
 from .collate import collate_detection
 from .dataset import BadImagePolicy, DetectionDataset
@@ -19,7 +18,6 @@ from .samplers import (
     SeededBatchSampler,
     TrainingSampler,
     aspect_ratio_group_ids,
-    get_rank_and_world_size,
 )
 from .shapes import SHAPES_SPLITS, ensure_shapes_dataset
 from .transforms import AugmentationOptions, DetectionAugmentation
@@ -109,7 +107,7 @@ def build_dataset(
 
 def build_train_loader(
     dataset: DetectionDataset,
-    images_per_batch: int,
+    batch_size: int,
     *,
     num_workers: int,
     seed: int,
@@ -120,33 +118,30 @@ def build_train_loader(
 
     The batches and each image's augmentation are a function of ``(seed, rank, world_size)``
     only, whatever ``num_workers``. Under ``torch.distributed`` each rank gets its own shard and
-    ``images_per_batch`` is per rank. ``start_iter=k`` yields exactly what would come after ``k``
+    ``batch_size`` is per rank. ``start_iter=k`` yields exactly what would come after ``k``
     batches, without decoding the skipped images. With aspect-ratio grouping every batch holds
     images of one aspect-ratio bin (as torchvision's references, group factor 3).
     """
     if len(dataset) == 0:
         raise DatasetError(
-            "the training dataset has no images (all without boxes?); build it with keep_empty=True "
-            "or check the split"
+            "the training dataset has no images (all without boxes?); build it with keep_empty=True or check the split"
         )
-    rank, world_size = get_rank_and_world_size()
+    rank, world_size = get_rank(), get_world_size()
     sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
     if aspect_ratio_grouping:
-        batches = GroupedBatchSampler(sampler, aspect_ratio_group_ids(dataset), images_per_batch)
+        batches = GroupedBatchSampler(sampler, aspect_ratio_group_ids(dataset), batch_size)
     else:
-        batches = BatchSampler(sampler, images_per_batch, drop_last=True)
+        batches = BatchSampler(sampler, batch_size, drop_last=True)
     keys = SeededBatchSampler(batches, seed=seed, rank=rank, start=start_iter)
     return _loader(dataset, keys, num_workers)
 
 
-def build_test_loader(
-    dataset: DetectionDataset, images_per_batch: int = 1, *, num_workers: int
-) -> DetectionDataLoader:
-    """The dataset in order, in batches of ``images_per_batch``; under ``torch.distributed`` this
+def build_test_loader(dataset: DetectionDataset, batch_size: int = 1, *, num_workers: int) -> DetectionDataLoader:
+    """The dataset in order, in batches of ``batch_size``; under ``torch.distributed`` this
     rank's contiguous shard (the shards cover every image exactly once)."""
-    rank, world_size = get_rank_and_world_size()
+    rank, world_size = get_rank(), get_world_size()
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
-    return _loader(dataset, BatchSampler(sampler, images_per_batch, drop_last=False), num_workers)
+    return _loader(dataset, BatchSampler(sampler, batch_size, drop_last=False), num_workers)
 
 
 def _loader(dataset: DetectionDataset, batch_sampler, num_workers: int) -> DetectionDataLoader:

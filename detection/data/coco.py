@@ -1,7 +1,5 @@
 """MS COCO-format detection datasets (``instances_{split}.json`` + an image folder)."""
 
-from __future__ import annotations
-
 import contextlib
 import io
 import json
@@ -135,9 +133,7 @@ class CocoDetection(DetectionDataset):
             )
         return result
 
-    def _annotation_error(
-        self, i: int, ann: Any, position: dict[int, int], id_to_name: dict[int, str]
-    ) -> DatasetError:
+    def _annotation_error(self, i: int, ann: Any, position: dict[int, int], id_to_name: dict[int, str]) -> DatasetError:
         field = f"annotations[{i}]"
         if not isinstance(ann, dict):
             return DatasetError(f"expected an object, got {type(ann).__name__}", self.annotation_file, field)

@@ -1,7 +1,5 @@
 """Batch collation for detection: images of different sizes stay a list."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Any
 

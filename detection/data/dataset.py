@@ -1,7 +1,5 @@
 """The behaviour every detection dataset shares, over a list of :class:`ImageAnnotation`."""
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -59,9 +57,7 @@ class DetectionDataset(Dataset):
         self.transforms = transforms
         self.use_difficult = use_difficult
         self.on_bad_image = on_bad_image
-        self._annotations = [
-            ann for ann in annotations if keep_empty or ann.training_mask(use_difficult).any()
-        ]
+        self._annotations = [ann for ann in annotations if keep_empty or ann.training_mask(use_difficult).any()]
 
     def __len__(self) -> int:
         return len(self._annotations)

@@ -1,7 +1,5 @@
 """Errors and warnings raised by the datasets layer."""
 
-from __future__ import annotations
-
 import os
 
 from ..errors import UserError

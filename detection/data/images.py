@@ -1,7 +1,5 @@
 """Image decoding: any common file to an upright RGB ``uint8`` array."""
 
-from __future__ import annotations
-
 import os
 import struct
 

@@ -1,7 +1,5 @@
 """The iterable that training and evaluation consume: batches from a DataLoader, skipped images counted."""
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any

@@ -1,7 +1,5 @@
 """Index samplers: the infinite training stream, aspect-ratio grouping, seeded keys, inference shards."""
 
-from __future__ import annotations
-
 import bisect
 import itertools
 from collections import defaultdict
@@ -10,7 +8,6 @@ from typing import Protocol
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import Sampler
 
 __all__ = [
@@ -19,7 +16,6 @@ __all__ = [
     "SeededBatchSampler",
     "TrainingSampler",
     "aspect_ratio_group_ids",
-    "get_rank_and_world_size",
 ]
 
 
@@ -27,13 +23,6 @@ class _HasImageSizes(Protocol):
     def __len__(self) -> int: ...
 
     def get_image_size(self, index: int) -> tuple[int, int]: ...
-
-
-def get_rank_and_world_size() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process under ``torch.distributed``, ``(0, 1)`` otherwise."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _check_shard(rank: int, world_size: int) -> None:

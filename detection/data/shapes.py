@@ -13,8 +13,6 @@ Layout under ``out_dir``::
     VOCdevkit/VOCshapes/{Annotations,JPEGImages,ImageSets/Main/{train,val,trainval}.txt}
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import os

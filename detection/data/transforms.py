@@ -4,56 +4,15 @@ Resizing and normalisation are not here: the model's ``GeneralizedRCNNTransform`
 multi-scale training is its ``min_size`` tuple), so a crop below is a zoom-in, not a resize.
 """
 
-from __future__ import annotations
-
 import os
 import random
-from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
-# albumentations asks PyPI for a newer version on import; this package must work offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import albumentations as A  # noqa: E402
+from ..config import AugmentationOptions
 
 __all__ = ["AugmentationOptions", "DetectionAugmentation"]
-
-
-@dataclass(frozen=True)
-class AugmentationOptions:
-    """What training augmentation does; the default is the paper's: horizontal flip only.
-
-    Attributes:
-        horizontal_flip: probability of a horizontal flip.
-        color_jitter: probability of a photometric jitter with the four strengths below.
-        brightness, contrast, saturation: jitter factors are drawn from ``[1 - s, 1 + s]``.
-        hue: hue shift drawn from ``[-hue, hue]`` (fraction of the hue circle, at most 0.5).
-        crop: probability of cropping a random margin from each border (a zoom-in).
-        crop_max_fraction: the most of the width (height) cropped from each side, below 0.5.
-        crop_min_visibility: a cropped box keeping less than this fraction of its area is dropped.
-    """
-
-    horizontal_flip: float = 0.5
-    color_jitter: float = 0.0
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
-    crop: float = 0.0
-    crop_max_fraction: float = 0.25
-    crop_min_visibility: float = 0.3
-
-    def __post_init__(self) -> None:
-        for name in ("horizontal_flip", "color_jitter", "crop", "crop_min_visibility"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"AugmentationOptions.{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("brightness", "contrast", "saturation"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"AugmentationOptions.{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 <= self.hue <= 0.5:
-            raise ValueError(f"AugmentationOptions.hue must be in [0, 0.5], got {self.hue}")
-        if not 0.0 <= self.crop_max_fraction < 0.5:
-            raise ValueError(f"AugmentationOptions.crop_max_fraction must be in [0, 0.5), got {self.crop_max_fraction}")
 
 
 class DetectionAugmentation:
@@ -68,6 +27,7 @@ class DetectionAugmentation:
     def __init__(self, options: AugmentationOptions | None = None) -> None:
         self.options = options if options is not None else AugmentationOptions()
         opts = self.options
+        A = _albumentations()
         transforms = []
         if opts.crop > 0:
             side = opts.crop_max_fraction
@@ -108,3 +68,12 @@ class DetectionAugmentation:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.options})"
+
+
+def _albumentations() -> ModuleType:
+    """albumentations, imported without its update check: on import it asks PyPI for a newer version,
+    and this package must work offline."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations
+
+    return albumentations

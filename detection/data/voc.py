@@ -1,7 +1,5 @@
 """PASCAL VOC detection datasets in the devkit layout, several (year, split) pairs concatenated."""
 
-from __future__ import annotations
-
 import dataclasses
 import os
 import re

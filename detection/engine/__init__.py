@@ -1,9 +1,9 @@
 """Training: the loop, its optimizer and schedule, checkpoints, events, distributed and mixed precision."""
 
-from .checkpointer import Checkpointer, TrainingState, find_resume_checkpoint
-from .launch import RunOptions, images_per_process, run
 from .lr_schedule import WarmupMultiStepLR, build_lr_scheduler
 from .optimizer import build_optimizer
+from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
+from .runner import RunOptions, images_per_process, run_training
 from .trainer import NonFiniteLossError, Trainer
 
 __all__ = [
@@ -17,5 +17,5 @@ __all__ = [
     "build_optimizer",
     "find_resume_checkpoint",
     "images_per_process",
-    "run",
+    "run_training",
 ]

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..distributed import broadcast_object, is_main_process
 from ..evaluation.pipeline import evaluate_model
-from ..visualization import draw_detections
-from .distributed import broadcast_object, is_main_process
+from ..inference.drawing import draw_detections
 from .events import EventWriter
 
 VIS_SCORE_THRESHOLD = 0.5
@@ -26,7 +26,15 @@ class TrainingEvaluator:
     The results files go to ``output_dir/inference``.
     """
 
-    def __init__(self, dataset: Any, config: Config, device: torch.device, output_dir: str, writer: EventWriter, logger: logging.Logger) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        config: Config,
+        device: torch.device,
+        output_dir: str,
+        writer: EventWriter,
+        logger: logging.Logger,
+    ) -> None:
         self.dataset = dataset
         self.config = config
         self.device = device
@@ -38,7 +46,9 @@ class TrainingEvaluator:
         """Metrics of ``model`` (not a DistributedDataParallel wrapper), on every rank."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            metrics = evaluate_model(model, self.dataset, self.config, device=self.device, output_dir=self.output_dir, progress=False)
+            metrics = evaluate_model(
+                model, self.dataset, self.config, device=self.device, output_dir=self.output_dir, progress=False
+            )
             metrics = broadcast_object(metrics)
             if is_main_process():
                 self._report(metrics, iteration)
@@ -47,7 +57,10 @@ class TrainingEvaluator:
 
     def _report(self, metrics: Mapping[str, float], iteration: int) -> None:
         summary = ", ".join(f"{key} {metrics[key]:.4f}" for key in SUMMARY_KEYS if key in metrics)
-        self.logger.info(f"evaluation at iteration {iteration} on {self.config.data.dataset} {self.config.data.test_split}: {summary}")
+        self.logger.info(
+            f"evaluation at iteration {iteration} on {self.config.data.dataset} {self.config.data.test_split}: "
+            f"{summary}"
+        )
         self.writer.write_scalars({f"eval/{key}": value for key, value in metrics.items()}, iteration)
 
     @torch.inference_mode()

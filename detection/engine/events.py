@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from typing import Optional
 
 import numpy as np
 
@@ -17,7 +16,7 @@ LOG_FILE = "log.txt"
 METRICS_FILE = "metrics.json"
 
 
-def setup_logging(output_dir: Optional[str], main_process: bool) -> logging.Logger:
+def setup_logging(output_dir: str | None, main_process: bool) -> logging.Logger:
     """The package logger: INFO to stdout and ``output_dir/log.txt`` on the main process, errors only elsewhere."""
     logger = logging.getLogger(LOGGER_NAME)
     for handler in list(logger.handlers):

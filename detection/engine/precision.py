@@ -2,7 +2,7 @@
 
 import contextlib
 import logging
-from typing import ContextManager, Optional
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -17,7 +17,7 @@ class Precision:
         scaler: a ``torch.amp.GradScaler``, enabled for fp16 only (bf16 has float32's range).
     """
 
-    def __init__(self, amp: str, device: torch.device, logger: Optional[logging.Logger] = None) -> None:
+    def __init__(self, amp: str, device: torch.device, logger: logging.Logger | None = None) -> None:
         self.device = device
         self.dtype = AMP_DTYPES.get(amp) if device.type == "cuda" else None
         if amp != "off" and device.type != "cuda" and logger is not None:
@@ -29,7 +29,7 @@ class Precision:
         """Whether non-finite gradients are expected now and then (the scaler skips those steps)."""
         return self.scaler.is_enabled()
 
-    def autocast(self) -> ContextManager:
+    def autocast(self) -> AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)

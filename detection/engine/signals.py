@@ -3,7 +3,6 @@
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Optional
 
 
 class StopRequest:
@@ -16,7 +15,7 @@ class StopRequest:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.signal_number: Optional[int] = None
+        self.signal_number: int | None = None
         self._previous: dict[int, object] = {}
 
     @property
@@ -28,7 +27,7 @@ class StopRequest:
         """The shell's convention for a process ended by a signal: 128 + its number."""
         return 128 + (self.signal_number or 0)
 
-    def _handle(self, signal_number: int, frame: Optional[FrameType]) -> None:
+    def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         if self.signal_number == signal.SIGINT and signal_number == signal.SIGINT:
             raise KeyboardInterrupt
         self.signal_number = signal_number
@@ -38,7 +37,7 @@ class StopRequest:
             self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
-    def __exit__(self, kind: Optional[type], value: Optional[BaseException], traceback: Optional[TracebackType]) -> None:
+    def __exit__(self, kind: type | None, value: BaseException | None, traceback: TracebackType | None) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous = {}

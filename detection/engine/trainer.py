@@ -16,12 +16,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import capture_rng_state, restore_rng_state
 from ..config import Config
+from ..distributed import all_reduce_mean
 from ..errors import UserError
-from .checkpointer import BEST_CHECKPOINT, FINAL_CHECKPOINT, Checkpointer, TrainingState, periodic_checkpoint_name
-from .distributed import all_reduce_mean
 from .events import EventWriter
 from .meters import TrainingMeter, memory_mb
 from .precision import Precision
+from .run_checkpoints import BEST_CHECKPOINT, FINAL_CHECKPOINT, Checkpointer, TrainingState, periodic_checkpoint_name
 from .signals import StopRequest
 
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
@@ -102,7 +102,9 @@ class Trainer:
                 self._after_step()
                 if stop_everywhere and state.iteration < self.solver.max_iter:
                     path = self.checkpointer.save(periodic_checkpoint_name(state.iteration), state)
-                    self.logger.info(f"stopped by a signal after iteration {state.iteration}; saved {path}; continue with --resume")
+                    self.logger.info(
+                        f"stopped by a signal after iteration {state.iteration}; saved {path}; continue with --resume"
+                    )
                     self.writer.flush()
                     return stop.exit_code if stop.requested else 128 + signal.SIGTERM
         self.writer.flush()
@@ -111,7 +113,9 @@ class Trainer:
     def run_step(self, data: Iterator[Batch], stop_requested: bool) -> tuple[dict[str, float], bool]:
         """One iteration. Returns its statistics and whether any process was asked to stop."""
         start = time.perf_counter()
-        snapshot = _Snapshot({name: buffer.detach().clone() for name, buffer in self.module.named_buffers()}, capture_rng_state())
+        snapshot = _Snapshot(
+            {name: buffer.detach().clone() for name, buffer in self.module.named_buffers()}, capture_rng_state()
+        )
         accumulate = self.solver.accumulate_grad_batches
         data_time, loss_sums, stop = 0.0, {}, False
         self.optimizer.zero_grad(set_to_none=True)
@@ -138,14 +142,19 @@ class Trainer:
         stats["time/iteration"] = time.perf_counter() - start
         return stats, stop
 
-    def _forward_backward(self, batch: Batch, sync: bool, stop_requested: bool, snapshot: _Snapshot) -> tuple[dict[str, float], bool]:
+    def _forward_backward(
+        self, batch: Batch, sync: bool, stop_requested: bool, snapshot: _Snapshot
+    ) -> tuple[dict[str, float], bool]:
         """Losses of one batch (means over processes) into the gradients; and whether any process must stop.
 
         Args:
             sync: all-reduce the gradients in this backward pass (the last accumulated batch).
         """
         images = [image.to(self.device, non_blocking=True) for image in batch[0]]
-        targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()} for t in batch[1]]
+        targets = [
+            {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in t.items()}
+            for t in batch[1]
+        ]
         distributed = isinstance(self.model, DistributedDataParallel)
         with self.model.no_sync() if distributed and not sync else contextlib.nullcontext():
             with self.precision.autocast():
@@ -203,21 +212,27 @@ class Trainer:
         memory_tag, memory = memory_mb(self.device)
         values[memory_tag] = memory
         self.writer.write_scalars(values, iteration)
-        terms = " ".join(f"{tag.removeprefix('loss/')} {value:.4f}" for tag, value in values.items() if tag.startswith("loss/") and tag != "loss/total")
+        terms = " ".join(
+            f"{tag.removeprefix('loss/')} {value:.4f}"
+            for tag, value in values.items()
+            if tag.startswith("loss/") and tag != "loss/total"
+        )
         self.logger.info(
-            f"iter {iteration}/{self.solver.max_iter}  loss {values['loss/total']:.4f} ({terms})  lr {values['lr']:.3g}  "
-            f"time {values['time/iteration']:.3f}s  data {values['time/data']:.3f}s  mem {memory:.0f}MB  eta {self.meter.eta(iteration)}"
+            f"iter {iteration}/{self.solver.max_iter}  loss {values['loss/total']:.4f} ({terms})  "
+            f"lr {values['lr']:.3g}  "
+            f"time {values['time/iteration']:.3f}s  data {values['time/data']:.3f}s  mem {memory:.0f}MB  "
+            f"eta {self.meter.eta(iteration)}"
         )
 
     def _evaluate(self) -> None:
         metrics = self.evaluate(self.module, self.state.iteration)
-        name = self.config.best_metric
+        name = self.config.best_metric_name
         value = metrics.get(name)
         if value is None or not math.isfinite(value):
             self.logger.warning(f"best_metric {name!r} is not among the finite evaluation results; no best checkpoint")
             return
-        best = self.state.best_metric
+        best = self.state.best
         if best is None or best["name"] != name or value > best["value"]:
-            self.state.best_metric = {"name": name, "value": float(value), "iteration": self.state.iteration}
+            self.state.best = {"name": name, "value": float(value), "iteration": self.state.iteration}
             path = self.checkpointer.save(BEST_CHECKPOINT, self.state, update_pointer=False)
             self.logger.info(f"new best {name} {value:.4f} at iteration {self.state.iteration}: saved {path}")

@@ -8,7 +8,8 @@ from .coco_evaluation import (
     evaluate_coco,
     load_coco_api,
 )
-from .evaluator import (
+from .inference import run_inference
+from .metrics import (
     COCO_RESULTS_FILE,
     METRICS,
     DatasetGroundTruth,
@@ -16,7 +17,6 @@ from .evaluator import (
     dataset_ground_truth,
     evaluate_predictions,
 )
-from .inference import run_inference
 from .voc_evaluation import (
     COCO_STYLE_IOU_THRESHOLDS,
     VOC_METHODS,

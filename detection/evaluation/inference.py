@@ -5,9 +5,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
+
+from ..distributed import all_gather_object, is_main_process
 
 # dataset index -> {"boxes": float32 [n, 4] xyxy original pixels, "scores": float32 [n], "labels": int64 [n]}
 Predictions = dict[int, dict[str, np.ndarray]]
@@ -36,7 +37,7 @@ def run_inference(
     predictions: Predictions = {}
     try:
         with torch.inference_mode():
-            for images, targets in tqdm(data_loader, desc="inference", disable=not progress or _rank() != 0):
+            for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
                 outputs = model([image.to(device) for image in images])
                 for target, output in zip(targets, outputs):
                     predictions[int(target["index"])] = {
@@ -49,18 +50,7 @@ def run_inference(
     return _gather(predictions)
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
 def _gather(predictions: Predictions) -> Predictions:
     """All ranks' predictions merged, in index order (a sampler's padding repeats images: kept once)."""
-    if _distributed():
-        parts: list[Predictions | None] = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, predictions)
-        predictions = {index: prediction for part in parts for index, prediction in part.items()}
-    return dict(sorted(predictions.items()))
+    merged = {index: prediction for part in all_gather_object(predictions) for index, prediction in part.items()}
+    return dict(sorted(merged.items()))

@@ -2,22 +2,28 @@
 ``tools/eval_det.py`` share."""
 
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..config import Config
 from ..data import build_dataset, build_test_loader
-from .evaluator import evaluate_predictions
+from ..distributed import is_main_process
 from .inference import run_inference
+from .metrics import evaluate_predictions
 
 
-def build_evaluation_dataset(config: Config, split: Optional[str] = None) -> Any:
+def build_evaluation_dataset(config: Config, split: str | None = None) -> Any:
     """The test split (or ``split``) of the configured dataset, with every image and no augmentation."""
     data = config.data
     return build_dataset(
-        data.dataset, split or data.test_split, root=data.root, train=False, classes=data.classes, on_bad_image=data.on_bad_image
+        data.dataset,
+        split or data.test_split,
+        root=data.root,
+        train=False,
+        classes=data.classes,
+        on_bad_image=data.on_bad_image,
     )
 
 
@@ -26,8 +32,8 @@ def evaluate_model(
     dataset: Any,
     config: Config,
     *,
-    device: Union[str, torch.device],
-    output_dir: Optional[Union[str, Path]] = None,
+    device: str | torch.device,
+    output_dir: str | Path | None = None,
     voc_coco_style: bool = False,
     progress: bool = True,
 ) -> dict[str, float]:
@@ -38,7 +44,7 @@ def evaluate_model(
     """
     loader = build_test_loader(dataset, config.test.images_per_batch, num_workers=config.data.num_workers)
     predictions = run_inference(model, loader, device, progress=progress)
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if not is_main_process():
         return {}
     return evaluate_predictions(
         dataset,

@@ -9,15 +9,15 @@ state) under ``torch.distributed``.
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..checkpoint import capture_rng_state, load_checkpoint, load_model_state, save_checkpoint
 from ..config import Config, config_to_dict
+from ..distributed import all_gather_object, get_world_size, is_main_process
 from ..errors import CheckpointError
-from .distributed import all_gather_object, get_world_size, is_main_process
 
 LAST_CHECKPOINT_FILE = "last_checkpoint"
 FINAL_CHECKPOINT = "model_final.pth"
@@ -29,8 +29,8 @@ class TrainingState:
     """What the loop carries besides the model and optimizer: iterations completed, the best evaluation."""
 
     iteration: int = 0
-    best_metric: Optional[dict[str, Any]] = None  # {"name", "value", "iteration"}
-    rng: Optional[dict[str, Any]] = field(default=None, repr=False)  # to restore before the next iteration
+    best: dict[str, Any] | None = None  # {"name", "value", "iteration"}
+    rng: dict[str, Any] | None = field(default=None, repr=False)  # to restore before the next iteration
 
 
 def periodic_checkpoint_name(iteration: int) -> str:
@@ -45,7 +45,10 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str:
         return resume
     pointer = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
     if not os.path.isfile(pointer):
-        raise CheckpointError(f"--resume: no checkpoint to resume in {output_dir} (no {LAST_CHECKPOINT_FILE} file); pass a path, or start without --resume")
+        raise CheckpointError(
+            f"--resume: no checkpoint to resume in {output_dir} (no {LAST_CHECKPOINT_FILE} file); "
+            "pass a path, or start without --resume"
+        )
     with open(pointer, encoding="utf-8") as file:
         path = os.path.join(output_dir, file.read().strip())
     if not os.path.isfile(path):
@@ -82,7 +85,9 @@ class Checkpointer:
         self.config = config
         self.class_names = class_names
 
-    def save(self, name: str, state: TrainingState, rng: Optional[dict[str, Any]] = None, update_pointer: bool = True) -> str:
+    def save(
+        self, name: str, state: TrainingState, rng: dict[str, Any] | None = None, update_pointer: bool = True
+    ) -> str:
         """Writes checkpoint ``name`` (rank 0) and returns its path; every rank must call it.
 
         Args:
@@ -101,7 +106,7 @@ class Checkpointer:
                 "iteration": state.iteration,
                 "config": config_to_dict(self.config),
                 "class_names": list(self.class_names),
-                "best_metric": state.best_metric,
+                "best": state.best,
                 "rng": rng,
             }
             if len(rng_by_rank) > 1:
@@ -120,10 +125,14 @@ class Checkpointer:
         checkpoint = load_checkpoint(path)
         missing = [key for key in ("optimizer", "scheduler", "iteration") if checkpoint.get(key) is None]
         if missing:
-            raise CheckpointError(f"{path}: cannot resume from it: no {', '.join(missing)} (use --weights to start from its model)")
+            raise CheckpointError(
+                f"{path}: cannot resume from it: no {', '.join(missing)} (use --weights to start from its model)"
+            )
         stored_classes = list(checkpoint.get("class_names") or [])
         if stored_classes != list(self.class_names):
-            raise CheckpointError(f"{path}: trained for the classes {stored_classes}, the dataset has {list(self.class_names)}")
+            raise CheckpointError(
+                f"{path}: trained for the classes {stored_classes}, the dataset has {list(self.class_names)}"
+            )
         load_model_state(self.model, checkpoint["model"], path)
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -134,7 +143,7 @@ class Checkpointer:
             self.scaler.load_state_dict(checkpoint["scaler"])
         rng_by_rank = checkpoint.get("rng_by_rank") or [checkpoint.get("rng")]
         rng = rng_by_rank[rank] if len(rng_by_rank) == get_world_size() else None
-        return TrainingState(int(checkpoint["iteration"]), checkpoint.get("best_metric"), rng)
+        return TrainingState(int(checkpoint["iteration"]), checkpoint.get("best"), rng)
 
     def has_checkpoint(self) -> bool:
         return os.path.isfile(os.path.join(self.output_dir, LAST_CHECKPOINT_FILE))

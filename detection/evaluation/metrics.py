@@ -94,8 +94,8 @@ def evaluate_predictions(
         predictions: dataset index -> ``boxes`` ``[n, 4]`` xyxy in original-image pixels, ``scores``
             ``[n]``, ``labels`` ``[n]`` in ``1..K``. Only these images are evaluated.
         metric: ``"coco"`` (``COCOeval`` on the dataset's categories; for a dataset without a COCO
-            json, one is built from its annotations with difficult objects as crowd regions) or ``"voc"`` (the devkit's AP; crowd
-            objects are treated like difficult ones).
+            json, one is built from its annotations with difficult objects as crowd regions) or ``"voc"``
+            (the devkit's AP; crowd objects are treated like difficult ones).
         output_dir: where to write the results: ``coco_instances_results.json`` (the official results
             format, original category ids) or the devkit files ``comp4_det_test_<class>.txt``.
         coco_backend: ``"pycocotools"`` or ``"faster"`` (faster-coco-eval).
@@ -126,9 +126,7 @@ def evaluate_predictions(
     return _evaluate_voc(ground_truth, predictions, output_dir, voc_method, voc_coco_style)
 
 
-def check_predictions(
-    predictions: Predictions, ground_truth: DatasetGroundTruth
-) -> dict[int, dict[str, np.ndarray]]:
+def check_predictions(predictions: Predictions, ground_truth: DatasetGroundTruth) -> dict[int, dict[str, np.ndarray]]:
     """Validated copy of ``predictions`` in index order, as ``boxes`` float64 ``[n, 4]``, ``scores``
     float64 ``[n]``, ``labels`` int64 ``[n]``; a clear error naming the image for anything malformed."""
     if not predictions:

@@ -60,7 +60,9 @@ class SingleLevelRoIPool(nn.Module):
 
     def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         """Same shapes as :meth:`SingleLevelRoIAlign.forward`."""
-        return roi_pool(features[self.featmap_name], boxes, output_size=self.output_size, spatial_scale=self.spatial_scale)
+        return roi_pool(
+            features[self.featmap_name], boxes, output_size=self.output_size, spatial_scale=self.spatial_scale
+        )
 
 
 def build_pooler(spec: PoolerSpec) -> nn.Module:

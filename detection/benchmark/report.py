@@ -1,4 +1,4 @@
-"""Markdown tables of a :func:`detection.benchmark.run_benchmark` result."""
+"""Markdown tables of a :func:`detection.benchmark.runner.run_benchmark` result."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -10,11 +10,18 @@ def markdown_report(result: dict[str, Any]) -> str:
     """The machine line and four tables: size and FLOPs, latency, inference speed-ups, training step."""
     machine = result["machine"]
     header = (
-        f"Device: {machine['device']} ({machine['device_name']}, {machine['threads']} threads), torch {machine['torch']}, "
+        f"Device: {machine['device']} ({machine['device_name']}, {machine['threads']} threads), "
+        f"torch {machine['torch']}, "
         f"torchvision {machine['torchvision']}. Measured float32 matmul ({machine['matmul_size']}^2): "
         f"{machine['matmul_flops_per_s'] / GIGA:.0f} GFLOP/s."
     )
-    sections = [header, _size_table(result["models"]), _latency_table(result["models"]), _variants_table(result["models"]), _train_table(result["models"])]
+    sections = [
+        header,
+        _size_table(result["models"]),
+        _latency_table(result["models"]),
+        _variants_table(result["models"]),
+        _train_table(result["models"]),
+    ]
     return "\n\n".join(sections) + "\n"
 
 
@@ -47,7 +54,17 @@ def _size_table(models: list[dict[str, Any]]) -> str:
                     f"{flops['total'] / GIGA:.1f}",
                 ]
             )
-    columns = ["model", "params (M)", "trainable (M)", "scale", "trunk GFLOP", "RPN GFLOP", "head GFLOP (RoIs)", "head GFLOP/RoI", "total GFLOP"]
+    columns = [
+        "model",
+        "params (M)",
+        "trainable (M)",
+        "scale",
+        "trunk GFLOP",
+        "RPN GFLOP",
+        "head GFLOP (RoIs)",
+        "head GFLOP/RoI",
+        "total GFLOP",
+    ]
     return _table("Parameters and FLOPs per image (torch.utils.flop_counter; a multiply-add is 2 FLOPs)", columns, rows)
 
 
@@ -69,7 +86,17 @@ def _latency_table(models: list[dict[str, Any]]) -> str:
                     f"{fraction['total']:.0%} / {fraction['trunk']:.0%} / {fraction['head']:.0%}",
                 ]
             )
-    columns = ["model", "scale, RoIs", "latency median (s)", "IQR (s)", "min-max (s)", "images/s", "trunk (s)", "RoI heads (s)", "FLOP/s of matmul rate: all / trunk / heads"]
+    columns = [
+        "model",
+        "scale, RoIs",
+        "latency median (s)",
+        "IQR (s)",
+        "min-max (s)",
+        "images/s",
+        "trunk (s)",
+        "RoI heads (s)",
+        "FLOP/s of matmul rate: all / trunk / heads",
+    ]
     return _table("Inference, batch 1, eval mode under torch.no_grad (the plain model)", columns, rows)
 
 
@@ -91,7 +118,10 @@ def _variants_table(models: list[dict[str, Any]]) -> str:
         )
     scale = f"{_setting(models[0]['inference'][0])}, {models[0]['inference'][0]['setting']['num_rois']} RoIs"
     columns = ["model", "plain (s)", "inference_mode", "folded BN (layers)", "channels_last", "all three"]
-    title = f"Inference speed-up against the plain model at {scale}: plain / variant latency within each round-robin round, median (min-max)"
+    title = (
+        f"Inference speed-up against the plain model at {scale}: plain / variant latency within each "
+        "round-robin round, median (min-max)"
+    )
     return _table(title, columns, rows)
 
 

@@ -3,7 +3,7 @@
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +34,7 @@ def draw_detections(
     boxes: np.ndarray,
     labels: np.ndarray,
     class_names: Sequence[str],
-    scores: Optional[np.ndarray] = None,
+    scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draws boxes with their class name (and score) on a copy of ``image``.
 
@@ -66,9 +66,13 @@ def draw_annotation(image: np.ndarray, annotation: dict[str, Any], class_names: 
     """Draws a dataset's ground truth (``get_annotation``'s dict: ``boxes``, ``labels`` and optional
     ``difficult`` / ``iscrowd`` flags, which are named in the caption) on a copy of ``image``."""
     labels = np.asarray(annotation["labels"], dtype=np.int64).reshape(-1)
-    flags = {name: np.asarray(annotation.get(name, np.zeros(len(labels), bool)), dtype=bool).reshape(-1) for name in ("difficult", "iscrowd")}
+    flags = {
+        name: np.asarray(annotation.get(name, np.zeros(len(labels), bool)), dtype=bool).reshape(-1)
+        for name in ("difficult", "iscrowd")
+    }
     captions = [
-        class_name(label, class_names) + "".join(f" ({name})" for name in flags if flags[name][i]) for i, label in enumerate(labels)
+        class_name(label, class_names) + "".join(f" ({name})" for name in flags if flags[name][i])
+        for i, label in enumerate(labels)
     ]
     return draw_boxes(image, annotation["boxes"], captions, [label_colour(label) for label in labels])
 
@@ -78,14 +82,18 @@ def class_name(label: int, class_names: Sequence[str]) -> str:
     return class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
 
 
-def draw_boxes(image: np.ndarray, boxes: np.ndarray, captions: Sequence[str], colours: Sequence[tuple[int, int, int]]) -> np.ndarray:
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, captions: Sequence[str], colours: Sequence[tuple[int, int, int]]
+) -> np.ndarray:
     """Draws ``boxes`` ``[n, 4]`` xyxy, in order, each with its caption and RGB colour, on a copy of
     ``image`` (``uint8`` ``[H, W, 3]``); line width and font scale follow the image size."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {list(image.shape)}")
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     if not len(boxes) == len(captions) == len(colours):
-        raise ValueError(f"boxes ({len(boxes)}), captions ({len(captions)}) and colours ({len(colours)}) must have the same length")
+        raise ValueError(
+            f"boxes ({len(boxes)}), captions ({len(captions)}) and colours ({len(colours)}) must have the same length"
+        )
     canvas = np.ascontiguousarray(image).copy()
     height, width = canvas.shape[:2]
     thickness = max(1, round(min(height, width) / 300))
@@ -95,7 +103,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, captions: Sequence[str], co
     return canvas
 
 
-def write_picture(path: Union[str, os.PathLike], image: np.ndarray) -> None:
+def write_picture(path: str | os.PathLike, image: np.ndarray) -> None:
     """Saves an RGB ``uint8`` ``[H, W, 3]`` image; the format follows the extension (e.g. ``.jpg``)."""
     ok, encoded = cv2.imencode(Path(path).suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not ok:
@@ -103,7 +111,9 @@ def write_picture(path: Union[str, os.PathLike], image: np.ndarray) -> None:
     encoded.tofile(os.fspath(path))  # unlike cv2.imwrite, works with any path encoding
 
 
-def _draw_box(canvas: np.ndarray, box: np.ndarray, text: str, colour: tuple[int, int, int], thickness: int, font_scale: float) -> None:
+def _draw_box(
+    canvas: np.ndarray, box: np.ndarray, text: str, colour: tuple[int, int, int], thickness: int, font_scale: float
+) -> None:
     """One rectangle and its caption on a filled strip above it (inside the image when at the top edge)."""
     x1, y1, x2, y2 = (int(round(float(v))) for v in box)
     cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)

@@ -4,10 +4,10 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
+from .drawing import draw_detections, write_picture
 from .predictor import ImageDetections, ReadFailure
-from .visualization import draw_detections, write_picture
 
 DETECTIONS_FILE = "detections.json"
 
@@ -27,7 +27,7 @@ class PredictionWriter:
         metadata: extra top-level fields of the JSON (checkpoint, threshold, ...).
     """
 
-    def __init__(self, output_dir: Union[str, os.PathLike], class_names: Sequence[str], metadata: dict[str, Any]) -> None:
+    def __init__(self, output_dir: str | os.PathLike, class_names: Sequence[str], metadata: dict[str, Any]) -> None:
         self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.class_names = list(class_names)
@@ -39,7 +39,9 @@ class PredictionWriter:
     def add(self, result: ImageDetections) -> Path:
         """Draws and saves the picture of ``result``; returns its path."""
         picture = self.output_dir / self._unique_name(result.path.stem)
-        write_picture(picture, draw_detections(result.image, result.boxes, result.labels, self.class_names, result.scores))
+        write_picture(
+            picture, draw_detections(result.image, result.boxes, result.labels, self.class_names, result.scores)
+        )
         height, width = result.image.shape[:2]
         self.images.append(
             {

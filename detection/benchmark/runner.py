@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torchvision
@@ -32,9 +32,9 @@ from torchvision.models.detection.image_list import ImageList
 
 from backbones import list_backbones
 
-from .detector import build_detector
-from .errors import UserError
-from .fusion import fold_detector_batchnorm, optimize_for_inference
+from ..errors import UserError
+from ..modeling.detector import build_detector
+from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
 
 REFERENCE_MODEL = "fasterrcnn_resnet50_fpn"
 VARIANTS = ("plain", "inference_mode", "folded_bn", "channels_last", "all")
@@ -86,9 +86,9 @@ class BenchmarkOptions:
     repeats: int = 5
     train_steps: int = 2
     train_batch_size: int = 2
-    train_rois_per_image: Optional[int] = None
+    train_rois_per_image: int | None = None
     num_classes: int = 21
-    matmul_size: Optional[int] = None
+    matmul_size: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,7 +98,9 @@ class BenchmarkOptions:
             raise UserError("benchmark: --repeats, --train-steps and --train-batch-size must be >= 1, --warmup >= 0")
         unknown = sorted(set(self.backbones) - set(list_backbones()))
         if unknown:
-            raise UserError(f"unknown backbone(s) {', '.join(unknown)}; registered backbones: {', '.join(list_backbones())}")
+            raise UserError(
+                f"unknown backbone(s) {', '.join(unknown)}; registered backbones: {', '.join(list_backbones())}"
+            )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: CUDA is not available on this machine")
 
@@ -117,7 +119,7 @@ class FixedProposalRPN(nn.Module):
         self.seed = seed
 
     def forward(
-        self, images: ImageList, features: dict[str, Tensor], targets: Optional[list[dict[str, Tensor]]] = None
+        self, images: ImageList, features: dict[str, Tensor], targets: list[dict[str, Tensor]] | None = None
     ) -> tuple[list[Tensor], dict[str, Tensor]]:
         _, losses = self.rpn(images, features, targets)
         device = images.tensors.device
@@ -238,10 +240,19 @@ def summarize(times: Sequence[float]) -> dict[str, float]:
         q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     else:
         q1 = q3 = values[0]
-    return {"median": statistics.median(values), "q1": q1, "q3": q3, "min": values[0], "max": values[-1], "n": len(values)}
+    return {
+        "median": statistics.median(values),
+        "q1": q1,
+        "q3": q3,
+        "min": values[0],
+        "max": values[-1],
+        "n": len(values),
+    }
 
 
-def time_interleaved(runners: dict[str, Callable[[], None]], warmup: int, repeats: int, after_warmup: Callable[[], None] = lambda: None) -> dict[str, list[float]]:
+def time_interleaved(
+    runners: dict[str, Callable[[], None]], warmup: int, repeats: int, after_warmup: Callable[[], None] = lambda: None
+) -> dict[str, list[float]]:
     """Durations of each runner, run round-robin so that a change of machine load hits all alike."""
     for _ in range(warmup):
         for run in runners.values():
@@ -256,7 +267,9 @@ def time_interleaved(runners: dict[str, Callable[[], None]], warmup: int, repeat
     return times
 
 
-def inference_runner(model: nn.Module, image: Tensor, grad_mode: Callable[[], AbstractContextManager]) -> Callable[[], None]:
+def inference_runner(
+    model: nn.Module, image: Tensor, grad_mode: Callable[[], AbstractContextManager]
+) -> Callable[[], None]:
     def run() -> None:
         with grad_mode():
             model([image])
@@ -278,7 +291,9 @@ def random_image(setting: Setting, device: torch.device, seed: int) -> Tensor:
     return torch.rand(3, setting.min_size, setting.max_size, generator=generator).to(device)
 
 
-def benchmark_inference(model: nn.Module, setting: Setting, options: BenchmarkOptions, matmul_rate: float, variants: bool) -> dict[str, Any]:
+def benchmark_inference(
+    model: nn.Module, setting: Setting, options: BenchmarkOptions, matmul_rate: float, variants: bool
+) -> dict[str, Any]:
     """FLOPs and latency of ``model`` (eval mode) at ``setting``; with ``variants``, also the speed-up
     of each inference optimisation against the plain model, timed round-robin in the same loop."""
     device = torch.device(options.device)
@@ -292,8 +307,12 @@ def benchmark_inference(model: nn.Module, setting: Setting, options: BenchmarkOp
         folded_layers = fold_detector_batchnorm(folded)
         runners["inference_mode"] = inference_runner(copy.deepcopy(model), image, torch.inference_mode)
         runners["folded_bn"] = inference_runner(folded, image, torch.no_grad)
-        runners["channels_last"] = inference_runner(optimize_for_inference(model, fold_bn=False, channels_last=True), image, torch.no_grad)
-        runners["all"] = inference_runner(optimize_for_inference(model, fold_bn=True, channels_last=True), image, torch.inference_mode)
+        runners["channels_last"] = inference_runner(
+            optimize_for_inference(model, fold_bn=False, channels_last=True), image, torch.no_grad
+        )
+        runners["all"] = inference_runner(
+            optimize_for_inference(model, fold_bn=True, channels_last=True), image, torch.inference_mode
+        )
     timer = PartTimer(model, device)
     try:
         times = time_interleaved(runners, options.warmup, options.repeats, after_warmup=timer.clear)
@@ -318,7 +337,11 @@ def benchmark_inference(model: nn.Module, setting: Setting, options: BenchmarkOp
         result["variants"] = {
             "latency_s": {name: summarize(values) for name, values in times.items()},
             # Ratios within each round-robin round: runs adjacent in time share the machine's load.
-            "speedup": {name: summarize([p / v for p, v in zip(times["plain"], values)]) for name, values in times.items() if name != "plain"},
+            "speedup": {
+                name: summarize([p / v for p, v in zip(times["plain"], values)])
+                for name, values in times.items()
+                if name != "plain"
+            },
             "folded_bn_layers": folded_layers,
         }
     return result
@@ -347,8 +370,13 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     if options.train_rois_per_image is not None:
         model.roi_heads.fg_bg_sampler.batch_size_per_image = options.train_rois_per_image
     images = [random_image(setting, device, options.seed + i) for i in range(options.train_batch_size)]
-    targets = [random_targets((setting.min_size, setting.max_size), options.num_classes, device, options.seed + i) for i in range(options.train_batch_size)]
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9, weight_decay=1e-4)
+    targets = [
+        random_targets((setting.min_size, setting.max_size), options.num_classes, device, options.seed + i)
+        for i in range(options.train_batch_size)
+    ]
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9, weight_decay=1e-4
+    )
     baseline_mib = peak_memory_mib(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -372,7 +400,9 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     }
 
 
-def random_targets(image_size: tuple[int, int], num_classes: int, device: torch.device, seed: int, num_boxes: int = 3) -> dict[str, Tensor]:
+def random_targets(
+    image_size: tuple[int, int], num_classes: int, device: torch.device, seed: int, num_boxes: int = 3
+) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     boxes = fixed_proposals(image_size, num_boxes, seed)
     labels = torch.randint(1, num_classes, (num_boxes,), generator=generator)
@@ -409,10 +439,12 @@ def run_in_fresh_process(task: TrainTask) -> dict[str, Any]:
     A plain subprocess rather than ``multiprocessing``, whose spawn start method re-imports the
     caller's main module. The task goes in pickled on stdin; the result comes back as JSON on stdout.
     """
-    command = [sys.executable, "-c", "from detection.benchmark import train_step_main; train_step_main()"]
+    command = [sys.executable, "-c", "from detection.benchmark.runner import train_step_main; train_step_main()"]
     child = subprocess.run(command, input=pickle.dumps(task), capture_output=True, check=False)
     if child.returncode != 0:
-        raise RuntimeError(f"training-step benchmark of {task.model} failed:\n{child.stderr.decode(errors='replace')[-4000:]}")
+        raise RuntimeError(
+            f"training-step benchmark of {task.model} failed:\n{child.stderr.decode(errors='replace')[-4000:]}"
+        )
     return json.loads(child.stdout.decode().strip().splitlines()[-1])
 
 

@@ -8,7 +8,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,16 +17,16 @@ from torch.nn.parallel import DistributedDataParallel
 from ..checkpoint import load_checkpoint, load_model_state
 from ..config import Config, SolverConfig, save_config
 from ..data import build_dataset, build_train_loader
+from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.pipeline import build_evaluation_dataset
-from ..model_factory import detector_from_config
-from .checkpointer import Checkpointer, TrainingState, find_resume_checkpoint
-from .distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
+from ..modeling.factory import detector_from_config
 from .evaluation import TrainingEvaluator
 from .events import EventWriter, setup_logging
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 from .precision import Precision
+from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .trainer import Trainer
 
 CONFIG_FILE = "config.yaml"
@@ -43,12 +43,12 @@ class RunOptions:
         eval_only: evaluate the ``resume`` or ``weights`` model and exit.
     """
 
-    resume: Optional[str] = None
-    weights: Optional[str] = None
+    resume: str | None = None
+    weights: str | None = None
     eval_only: bool = False
 
 
-def run(config: Config, options: RunOptions = RunOptions()) -> int:
+def run_training(config: Config, options: RunOptions = RunOptions()) -> int:
     """Trains (or evaluates) as ``config`` says; returns the process exit code.
 
     Raises:
@@ -101,7 +101,10 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
         model.to(memory_format=torch.channels_last)
     if is_main_process():
         save_config(config, os.path.join(config.output_dir, CONFIG_FILE))
-        logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}; {world_size} process(es) on {device.type}")
+        logger.info(
+            f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}; "
+            f"{world_size} process(es) on {device.type}"
+        )
 
     writer = EventWriter(config.output_dir, enabled=is_main_process())
     try:
@@ -112,29 +115,40 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
         optimizer = build_optimizer(model, config.solver)
         scheduler = build_lr_scheduler(optimizer, config.solver)
         precision = Precision(config.solver.amp, device, logger)
-        checkpointer = Checkpointer(config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names)
+        checkpointer = Checkpointer(
+            config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names
+        )
         state = TrainingState()
         if resume_path:
             state = checkpointer.resume(resume_path, rank)
             logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
         elif checkpointer.has_checkpoint():
-            logger.warning(f"{config.output_dir} has checkpoints of an earlier run; starting over (pass --resume to continue it)")
+            logger.warning(
+                f"{config.output_dir} has checkpoints of an earlier run; starting over (pass --resume to continue it)"
+            )
         if state.iteration >= config.solver.max_iter:
             logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
             return 0
         if resume_path and state.rng is None:
-            logger.warning("the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly")
+            logger.warning(
+                "the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly"
+            )
             seed_everything(config.seed + rank + state.iteration)
 
         loader = build_train_loader(
-            train_set, batch_per_process, num_workers=config.data.num_workers, seed=config.seed,
+            train_set,
+            batch_per_process,
+            num_workers=config.data.num_workers,
+            seed=config.seed,
             start_iter=state.iteration * config.solver.accumulate_grad_batches,
             aspect_ratio_grouping=config.data.aspect_ratio_grouping,
-        )  # fmt: skip
+        )
         ddp_model = model
         if world_size > 1:
             ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        trainer = Trainer(config, ddp_model, optimizer, scheduler, precision, checkpointer, evaluator, writer, logger, device)
+        trainer = Trainer(
+            config, ddp_model, optimizer, scheduler, precision, checkpointer, evaluator, writer, logger, device
+        )
         return trainer.train(iter(loader), state)
     finally:
         writer.close()
@@ -143,21 +157,34 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
 def _training_dataset(config: Config, class_names: list[str]) -> Any:
     data = config.data
     dataset = build_dataset(
-        data.dataset, data.train_split, root=data.root, train=True, augmentation=data.augmentation,
-        keep_empty=data.keep_empty, on_bad_image=data.on_bad_image, classes=data.classes,
-    )  # fmt: skip
+        data.dataset,
+        data.train_split,
+        root=data.root,
+        train=True,
+        augmentation=data.augmentation,
+        keep_empty=data.keep_empty,
+        on_bad_image=data.on_bad_image,
+        classes=data.classes,
+    )
     if list(dataset.class_names) != class_names:
-        raise ConfigError(f"the train split's classes {list(dataset.class_names)} differ from the test split's {class_names}")
+        raise ConfigError(
+            f"the train split's classes {list(dataset.class_names)} differ from the test split's {class_names}"
+        )
     return dataset
 
 
-def _load_weights(model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], logger: logging.Logger, fine_tune: bool) -> None:
+def _load_weights(
+    model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], logger: logging.Logger, fine_tune: bool
+) -> None:
     """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped."""
     stored = list(checkpoint.get("class_names") or [])
     if not fine_tune and stored != class_names:
         raise CheckpointError(f"{path}: trained for the classes {stored}, the dataset has {class_names}")
     skipped = load_model_state(model, checkpoint["model"], path, skip_mismatched_predictor=fine_tune)
-    logger.info(f"initialised the model from {path}" + (f"; skipped the box predictor ({len(stored)} classes there, {len(class_names)} here)" if skipped else ""))
+    logger.info(
+        f"initialised the model from {path}"
+        + (f"; skipped the box predictor ({len(stored)} classes there, {len(class_names)} here)" if skipped else "")
+    )
 
 
 def _device_type(requested: str) -> str:

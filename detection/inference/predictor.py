@@ -5,17 +5,18 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .data.errors import ImageReadError
-from .data.images import read_image
-from .errors import UserError
+from ..data.errors import ImageReadError
+from ..data.images import read_image
+from ..errors import UserError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
+)
 
 
 @dataclass
@@ -41,7 +42,7 @@ class ReadFailure:
     error: str
 
 
-def find_images(inputs: Sequence[Union[str, os.PathLike]]) -> list[Path]:
+def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files that ``inputs`` name, in order, each once.
 
     Each input is a file (taken whatever its extension), a folder (its files with an image extension,
@@ -58,7 +59,11 @@ def find_images(inputs: Sequence[Union[str, os.PathLike]]) -> list[Path]:
         elif path.is_dir():
             candidates = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
         else:
-            candidates = sorted(Path(p) for p in glob.glob(os.fspath(item), recursive=True) if os.path.isfile(p) and _is_image_name(Path(p)))
+            candidates = sorted(
+                Path(p)
+                for p in glob.glob(os.fspath(item), recursive=True)
+                if os.path.isfile(p) and _is_image_name(Path(p))
+            )
             if not candidates:
                 raise UserError(f"{item}: no such image file or folder, and no image matches it as a pattern")
         found.update(dict.fromkeys(candidates))
@@ -82,7 +87,13 @@ class Predictor:
             Set on the model's RoI heads, so that it also applies below the model's default.
     """
 
-    def __init__(self, model: nn.Module, device: Union[str, torch.device] = "cpu", batch_size: int = 1, score_thresh: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device = "cpu",
+        batch_size: int = 1,
+        score_thresh: float | None = None,
+    ) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -112,12 +123,12 @@ class Predictor:
             for output in outputs
         ]
 
-    def predict_files(self, paths: Iterable[Path]) -> Iterator[Union[ImageDetections, ReadFailure]]:
+    def predict_files(self, paths: Iterable[Path]) -> Iterator[ImageDetections | ReadFailure]:
         """One result per path, in order: its detections, or a :class:`ReadFailure` if it cannot be read.
 
         Images are decoded one by one and run ``batch_size`` at a time.
         """
-        pending: list[tuple[Path, Union[np.ndarray, ReadFailure]]] = []
+        pending: list[tuple[Path, np.ndarray | ReadFailure]] = []
         for path in paths:
             try:
                 pending.append((path, read_image(path)))
@@ -128,7 +139,7 @@ class Predictor:
                 pending = []
         yield from self._flush(pending)
 
-    def _flush(self, pending: list[tuple[Path, Union[np.ndarray, ReadFailure]]]) -> Iterator[Union[ImageDetections, ReadFailure]]:
+    def _flush(self, pending: list[tuple[Path, np.ndarray | ReadFailure]]) -> Iterator[ImageDetections | ReadFailure]:
         images = [item for _, item in pending if isinstance(item, np.ndarray)]
         outputs = iter(self.predict_arrays(images) if images else [])
         for path, item in pending:

@@ -6,9 +6,9 @@ from torchvision.models.detection import FasterRCNN
 
 from backbones import list_backbones
 
-from .config import ModelConfig
+from ..config import ModelConfig
+from ..errors import ConfigError
 from .detector import DetectorOptions, build_detector
-from .errors import ConfigError
 
 
 def detector_from_config(cfg: ModelConfig, num_classes: int, *, backbone_weights: bool = True) -> FasterRCNN:
@@ -19,7 +19,9 @@ def detector_from_config(cfg: ModelConfig, num_classes: int, *, backbone_weights
             only, for a model whose weights come from a checkpoint next.
     """
     if cfg.backbone not in list_backbones():
-        raise ConfigError(f"model.backbone: unknown backbone {cfg.backbone!r}; registered backbones: {', '.join(list_backbones())}")
+        raise ConfigError(
+            f"model.backbone: unknown backbone {cfg.backbone!r}; registered backbones: {', '.join(list_backbones())}"
+        )
     backbone_kwargs = dict(cfg.backbone_kwargs)
     if backbone_weights and cfg.weights is not None:
         backbone_kwargs["weights"] = cfg.weights

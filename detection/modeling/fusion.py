@@ -58,7 +58,10 @@ def fold_batchnorm(module: nn.Module) -> int:
     try:
         graph = _BatchNormLeafTracer().trace(module)
     except Exception as error:  # FX raises many types on untraceable Python control flow
-        warnings.warn(f"BatchNorm not folded in {type(module).__name__}: not FX-traceable ({type(error).__name__}: {error})")
+        warnings.warn(
+            f"BatchNorm not folded in {type(module).__name__}: not FX-traceable ({type(error).__name__}: {error})",
+            stacklevel=2,
+        )
         return 0
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")  # shared modules stay
     folded = 0
@@ -99,7 +102,9 @@ def _fold_into_conv(conv: nn.Conv2d, bn: nn.Module) -> None:
     scale = gamma * torch.rsqrt(bn.running_var + bn.eps)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.mul_(scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype))
-    conv.bias = nn.Parameter((beta + (bias - bn.running_mean) * scale).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad)
+    conv.bias = nn.Parameter(
+        (beta + (bias - bn.running_mean) * scale).to(conv.weight.dtype), requires_grad=conv.weight.requires_grad
+    )
 
 
 def _has_submodule(model: nn.Module, path: str) -> bool:

@@ -7,12 +7,12 @@ pixels, ``labels`` ``[n]`` (1..K) and ``scores`` ``[n]``.
 
 import os
 import warnings
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 EXPORT_FORMATS = ("torchscript", "onnx")
 ExportFormat = Literal["torchscript", "onnx"]
@@ -23,7 +23,7 @@ ONNX_INPUT_NAMES = ["image"]
 ONNX_OUTPUT_NAMES = ["boxes", "labels", "scores"]
 
 
-def export_torchscript(model: nn.Module, path: Union[str, os.PathLike]) -> None:
+def export_torchscript(model: nn.Module, path: str | os.PathLike) -> None:
     """``torch.jit.script`` of the model in eval mode, saved to ``path``.
 
     The scripted torchvision detector takes a list of images and returns ``(losses, detections)``.
@@ -32,14 +32,18 @@ def export_torchscript(model: nn.Module, path: Union[str, os.PathLike]) -> None:
 
 
 def export_onnx(
-    model: nn.Module, path: Union[str, os.PathLike], *, opset: int = DEFAULT_OPSET, example_size: Optional[tuple[int, int]] = None
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    example_size: tuple[int, int] | None = None,
 ) -> None:
     """ONNX graph of the model in eval mode, for one image of dynamic height and width.
 
     Exported with the TorchScript-based exporter (``dynamo=False``), for which this torchvision
     registers the ONNX forms of ``roi_align``, ``roi_pool`` and ``nms``; it still works in torch 2.15
-    (``tests/test_export.py`` runs the file with onnxruntime). Inputs: ``image`` ``[3, height, width]``; outputs: ``boxes``, ``labels``,
-    ``scores`` with a dynamic number of detections.
+    (``tests/test_export.py`` runs the file with onnxruntime). Inputs: ``image`` ``[3, height, width]``;
+    outputs: ``boxes``, ``labels``, ``scores`` with a dynamic number of detections.
 
     Args:
         opset: ONNX opset, at least 11; 16 or more when RoIAlign is ``aligned`` (the C4 default).
@@ -66,12 +70,19 @@ def export_onnx(
             opset_version=opset,
             input_names=ONNX_INPUT_NAMES,
             output_names=ONNX_OUTPUT_NAMES,
-            dynamic_axes={"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "labels": {0: "detections"}, "scores": {0: "detections"}},
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                "boxes": {0: "detections"},
+                "labels": {0: "detections"},
+                "scores": {0: "detections"},
+            },
         )
     onnx.checker.check_model(os.fspath(path))
 
 
-def export_model(model: nn.Module, path: Union[str, os.PathLike], export_format: ExportFormat, *, opset: int = DEFAULT_OPSET) -> None:
+def export_model(
+    model: nn.Module, path: str | os.PathLike, export_format: ExportFormat, *, opset: int = DEFAULT_OPSET
+) -> None:
     """Writes ``model`` to ``path`` in ``export_format`` (see :data:`EXPORT_FORMATS`)."""
     if export_format == "torchscript":
         export_torchscript(model, path)

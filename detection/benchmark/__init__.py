@@ -1,0 +1,1 @@
+"""Speed, size and cost of the detectors (``runner``) and their Markdown tables (``report``)."""

@@ -1,0 +1,1 @@
+"""Using a trained detector: batched prediction on image files, pictures, result files and export."""
