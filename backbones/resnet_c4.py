@@ -15,8 +15,8 @@ from torchvision.models import WeightsEnum, resnet
 
 from .freezing import freeze_batchnorm, freeze_lower_stages, resolve_trainable_stages
 from .registry import register_backbone
-from .spec import BackboneSpec, PoolerSpec
-from .weights import WeightsArg, is_pretrained, load_weights
+from .spec import TORCHVISION_PIXELS, BackboneSpec, PoolerSpec
+from .weights import WeightsArg, is_pretrained, load_weights, read_weights
 
 RES5_POOL_SIZE = 14
 GROUP_NORM_GROUPS = 32  # detectron2's and Wu & He's (2018) default
@@ -70,13 +70,16 @@ def build_resnet_c4(
     norm: Norm | None = None,
     aligned: bool = True,
     sampling_ratio: int = 0,
+    stride_in_1x1: bool | None = None,
 ) -> BackboneSpec:
     """Builds a C4 backbone from a torchvision ResNet constructor.
 
     Args:
         constructor: e.g. ``torchvision.models.resnet101``.
         imagenet: the weights enum loaded for ``weights="imagenet"``.
-        weights: ``None``, ``"imagenet"`` or a path to a torchvision ResNet state dict.
+        weights: ``None``, ``"imagenet"``, a path to a torchvision ResNet state dict, or an MSRA caffe2
+            file (detectron2's ``ImageNetPretrained/MSRA/R-50.pkl``, ``R-101.pkl``), which switches on
+            ``stride_in_1x1`` and the MSRA input normalisation (``BackboneSpec.pixels``).
         trainable_layers: torchvision's meaning, counted from the top among
             (conv1, layer1, layer2, layer3, layer4); default 3 with weights (stem and res2 frozen, as
             the paper and detectron2's ``FREEZE_AT=2``), 5 without.
@@ -87,6 +90,10 @@ def build_resnet_c4(
             "Rethinking ImageNet Pre-training", 2019). torchvision has no GroupNorm ImageNet weights.
         aligned: RoIAlign half-pixel correction (detectron2's default ``True``).
         sampling_ratio: RoIAlign samples per bin side (0: adaptive, detectron2's default).
+        stride_in_1x1: put the stride 2 of the first block of res3, res4 and res5 in its 1x1 ``conv1``
+            instead of the 3x3 ``conv2`` (detectron2's ``RESNETS.STRIDE_IN_1X1``: the MSRA weights were
+            trained that way; torchvision's were not). ``None``: true for MSRA weights, else false.
+            Bottleneck ResNets (50, 101, 152) only.
     """
     pretrained = is_pretrained(weights)
     norm = norm or ("frozen_bn" if pretrained else "bn")
@@ -94,8 +101,16 @@ def build_resnet_c4(
         raise ValueError(f"norm must be 'bn', 'frozen_bn' or 'gn', got {norm!r}")
     if norm == "gn" and weights == "imagenet":
         raise ValueError("norm='gn' has no torchvision ImageNet weights; use weights=None or a GroupNorm state dict")
+    loaded = read_weights(weights, imagenet)
+    msra = loaded is not None and loaded.msra
+    if stride_in_1x1 is None:
+        stride_in_1x1 = msra
+    elif msra and not stride_in_1x1:
+        raise ValueError(f"{loaded.source}: MSRA weights were trained with stride_in_1x1=True")
     model = constructor(weights=None, norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if norm == "gn" else None)
-    load_weights(model, weights, imagenet, unused_prefixes=("fc.",))
+    if stride_in_1x1:
+        move_stride_to_1x1(model)
+    load_weights(model, loaded, unused_prefixes=("fc.",))
     trunk, head = ResNetC4Trunk(model), Res5RoIHead(model.layer4)
     if norm == "frozen_bn":
         freeze_batchnorm(trunk)
@@ -105,7 +120,19 @@ def build_resnet_c4(
     pooler = PoolerSpec(
         "roi_align", RES5_POOL_SIZE, spatial_scale=1.0 / 16, sampling_ratio=sampling_ratio, aligned=aligned
     )
-    return BackboneSpec(trunk, trunk.out_channels, head, head.out_channels, pooler)
+    pixels = loaded.pixels if loaded is not None else TORCHVISION_PIXELS
+    return BackboneSpec(trunk, trunk.out_channels, head, head.out_channels, pooler, pixels)
+
+
+def move_stride_to_1x1(model: resnet.ResNet) -> None:
+    """Moves the stride 2 of the downsampling blocks (first block of layer2..layer4) from the 3x3
+    ``conv2`` to the 1x1 ``conv1``, in place; the shortcut keeps its stride. Same parameters, other
+    sampling: the 1x1 then sees every other pixel, as in the original ResNet (MSRA, caffe)."""
+    for stage in (model.layer2, model.layer3, model.layer4):
+        block = stage[0]
+        if not isinstance(block, resnet.Bottleneck):
+            raise ValueError("stride_in_1x1 applies to Bottleneck ResNets (50, 101, 152) only")
+        block.conv1.stride, block.conv2.stride = block.conv2.stride, block.conv1.stride
 
 
 def _stage_channels(stage: nn.Sequential) -> int:

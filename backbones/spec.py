@@ -36,6 +36,23 @@ class PoolerSpec:
 
 
 @dataclass(frozen=True)
+class PixelConvention:
+    """The input normalisation a trunk's weights expect, for the detector's RGB ``[0, 1]`` images:
+    ``(x - mean) / std`` per channel, applied by torchvision's ``GeneralizedRCNNTransform``.
+
+    Args:
+        mean, std: per RGB channel.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+# torchvision's ImageNet weights (and torchvision's detectors' default).
+TORCHVISION_PIXELS = PixelConvention(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """A built backbone, split the way Faster R-CNN C4 uses it.
 
@@ -46,6 +63,8 @@ class BackboneSpec:
         head: pooled RoI features ``[N, out_channels, p, p]`` to ``[N, head_out_channels]``.
         head_out_channels: width of the head's output, the input of the box predictor.
         pooler: how RoIs are pooled from the trunk's feature map for the head.
+        pixels: the input normalisation the weights expect (the detector's default ``image_mean`` and
+            ``image_std``).
     """
 
     trunk: nn.Module
@@ -53,3 +72,4 @@ class BackboneSpec:
     head: nn.Module
     head_out_channels: int
     pooler: PoolerSpec
+    pixels: PixelConvention = TORCHVISION_PIXELS

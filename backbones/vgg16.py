@@ -12,7 +12,7 @@ from torchvision.models import vgg
 from .freezing import freeze_lower_stages, resolve_trainable_stages
 from .registry import register_backbone
 from .spec import BackboneSpec, PoolerSpec
-from .weights import WeightsArg, is_pretrained, load_weights
+from .weights import WeightsArg, is_pretrained, load_weights, read_weights
 
 CONV5_3_RELU_END = 30  # features[:30] ends with the ReLU after conv5_3
 FC7_DROPOUT_END = 6  # classifier[:6] ends with the dropout after fc7
@@ -59,7 +59,10 @@ def vgg16_backbone(weights: WeightsArg = None, trainable_layers: int | None = No
             always are). Default 3 with weights (conv1 and conv2 frozen, as py-faster-rcnn), 5 without.
     """
     model = vgg.vgg16(weights=None)
-    load_weights(model, weights, vgg.VGG16_Weights.IMAGENET1K_V1, unused_prefixes=("classifier.6.",))
+    loaded = read_weights(weights, vgg.VGG16_Weights.IMAGENET1K_V1)
+    if loaded is not None and loaded.msra:
+        raise ValueError(f"{loaded.source}: MSRA caffe2 weights are ResNet weights, not VGG-16's")
+    load_weights(model, loaded, unused_prefixes=("classifier.6.",))
     trunk, head = VGG16Trunk(model), VGG16FcHead(model)
     trainable_stages = resolve_trainable_stages(
         trainable_layers, is_pretrained(weights), len(VGG16_STAGES), pretrained_default=3

@@ -1,10 +1,16 @@
-"""Initial weights for backbones: none, torchvision's ImageNet weights, or a local state dict file."""
+"""Initial weights for backbones: none, torchvision's ImageNet weights, a local state dict file, or the
+MSRA caffe2 ResNet files of the original paper."""
 
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torchvision.models import WeightsEnum
+
+from .detectron2_names import MSRA_PIXELS, caffe2_resnet_state_dict, is_caffe2_resnet
+from .pickles import load_array_pickle
+from .spec import TORCHVISION_PIXELS, PixelConvention
 
 WeightsArg = str | os.PathLike | None
 
@@ -14,41 +20,89 @@ def is_pretrained(weights: WeightsArg) -> bool:
     return weights is not None
 
 
-def load_weights(
-    model: nn.Module, weights: WeightsArg, imagenet: WeightsEnum, unused_prefixes: tuple[str, ...]
-) -> None:
-    """Loads ``weights`` into a torchvision classification ``model``, strictly.
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Weights read for a torchvision classification model, with the conventions they were trained in.
+
+    Attributes:
+        state_dict: torchvision parameter names.
+        source: where they came from, for messages.
+        msra: the original ResNet paper's caffe2 weights (detectron2's ``ImageNetPretrained/MSRA``): the
+            stride of a downsampling block is in its first 1x1 conv, and the input is :data:`MSRA_PIXELS`.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    source: str
+    msra: bool = False
+
+    @property
+    def pixels(self) -> PixelConvention:
+        return MSRA_PIXELS if self.msra else TORCHVISION_PIXELS
+
+
+def is_msra_file(weights: WeightsArg) -> bool:
+    """Whether ``weights`` names an MSRA caffe2 file: every ``.pkl`` is read as one."""
+    return weights is not None and weights != "imagenet" and os.fspath(weights).endswith(".pkl")
+
+
+def read_weights(weights: WeightsArg, imagenet: WeightsEnum) -> BackboneWeights | None:
+    """The weights ``weights`` names: ``None`` (none), ``"imagenet"`` (``imagenet``, downloaded by
+    torchvision on first use), a torchvision-format state dict file (optionally wrapped as
+    ``{"state_dict": ...}`` or ``{"model": ...}``, keys optionally prefixed ``module.``), or an MSRA
+    caffe2 ResNet file (``R-50.pkl``, ``R-101.pkl``, as detectron2 ships them; read without running code).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the file is not one of those formats.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return BackboneWeights(imagenet.get_state_dict(progress=True), f"torchvision {imagenet}")
+    path = os.fspath(weights)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"backbone weights file not found: {path} (expected a torchvision state dict, an MSRA caffe2 "
+            "ResNet .pkl, or weights='imagenet')"
+        )
+    if is_msra_file(path):
+        return BackboneWeights(_read_caffe2_resnet(path), path, msra=True)
+    return BackboneWeights(_read_state_dict(path), path)
+
+
+def load_weights(model: nn.Module, weights: BackboneWeights | None, unused_prefixes: tuple[str, ...]) -> None:
+    """Loads ``weights`` into a torchvision classification ``model`` (whose parts become trunk and head),
+    strictly.
 
     Args:
-        model: the full torchvision model (e.g. ``resnet101``) whose parts become trunk and head.
-        weights: ``None`` (keep the random init), ``"imagenet"`` (the ``imagenet`` enum, downloaded by
-            torchvision on first use) or a path to a torchvision-format state dict (optionally wrapped
-            as ``{"state_dict": ...}`` or ``{"model": ...}``, keys optionally prefixed ``module.``).
-        imagenet: the torchvision weights enum to use for ``"imagenet"``.
         unused_prefixes: key prefixes of layers the detector drops (the ImageNet classifier); they may
             be missing from the file.
 
     Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the file is not a state dict, or any key the trunk or head needs is missing,
-            unexpected or of the wrong shape. Every such key is listed.
+        ValueError: any key the trunk or head needs is missing, unexpected or of the wrong shape.
+            Every such key is listed.
     """
-    if weights is None:
-        return
-    if weights == "imagenet":
-        state_dict = imagenet.get_state_dict(progress=True)
-        source = f"torchvision {imagenet}"
-    else:
-        state_dict = _read_state_dict(os.fspath(weights))
-        source = os.fspath(weights)
-    _load_strict(model, state_dict, source, unused_prefixes)
+    if weights is not None:
+        _load_strict(model, weights.state_dict, weights.source, unused_prefixes)
+
+
+def _read_caffe2_resnet(path: str) -> dict[str, torch.Tensor]:
+    content = load_array_pickle(path)
+    if isinstance(content, dict) and "model" in content and "__author__" in content:
+        raise ValueError(
+            f"{path}: a detectron2 detector checkpoint, not backbone weights; convert it with "
+            "tools/convert_detectron2.py and pass it to --weights"
+        )
+    blobs = content.get("blobs", content) if isinstance(content, dict) else content
+    if not is_caffe2_resnet(blobs):
+        raise ValueError(f"{path}: not an MSRA caffe2 ResNet file (expected blobs such as conv1_w, res2_0_branch2a_w)")
+    try:
+        return caffe2_resnet_state_dict(blobs)
+    except KeyError as error:
+        raise ValueError(f"{path}: {error.args[0]}") from None
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"backbone weights file not found: {path} (expected a torchvision state dict, or weights='imagenet')"
-        )
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:

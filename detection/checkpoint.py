@@ -7,7 +7,8 @@ A checkpoint is a dict saved with ``torch.save``:
 - ``iteration``: iterations completed; ``optimizer``, ``scheduler``, ``scaler``: state dicts or None;
 - ``best``: the best evaluation so far, ``{"name", "value", "iteration"}``, or None;
 - ``rng``: see :func:`capture_rng_state`;
-- ``format_version``.
+- ``format_version``: 2 since the RPN anchors follow detectron2 (size-major, unrounded); a format-1
+  model's RPN rows are in torchvision's order and are refused.
 
 Everything in it is loadable with ``torch.load(weights_only=True)``.
 """
@@ -27,7 +28,7 @@ from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
 from .modeling.factory import detector_from_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PathLike = str | os.PathLike
 
 
@@ -75,6 +76,11 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (expected the keys 'model' and 'config')")
+    if checkpoint.get("format_version", 1) < FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: format {checkpoint.get('format_version', 1)}, written before the RPN anchors changed to "
+            "detectron2's order; its RPN would score the wrong anchors: retrain, or use the release that wrote it"
+        )
     return checkpoint
 
 

@@ -13,10 +13,14 @@ def test_resnet_c4_detector_is_wired_as_the_paper():
     model = build_detector("resnet18", num_classes=21)
     assert type(model) is FasterRCNN
     assert model.transform.min_size == (600,) and model.transform.max_size == 1000
-    assert model.rpn.anchor_generator.sizes == ((128, 256, 512),)
-    assert model.rpn.anchor_generator.aspect_ratios == ((0.5, 1.0, 2.0),)
-    assert model.rpn._pre_nms_top_n == {"training": 12000, "testing": 6000}
-    assert model.rpn._post_nms_top_n == {"training": 2000, "testing": 300}
+    assert model.rpn.anchor_generator.sizes == (128, 256, 512)
+    assert model.rpn.anchor_generator.aspect_ratios == (0.5, 1.0, 2.0)
+    assert model.rpn.anchor_generator.stride == 16
+    model.rpn.train()
+    assert (model.rpn.pre_nms_top_n(), model.rpn.post_nms_top_n()) == (12000, 2000)
+    model.rpn.eval()
+    assert (model.rpn.pre_nms_top_n(), model.rpn.post_nms_top_n()) == (6000, 300)
+    assert model.transform.size_divisible == 32
     pooler = model.roi_heads.box_roi_pool
     assert isinstance(pooler, SingleLevelRoIAlign) and pooler.output_size == 14 and pooler.aligned
     assert model.roi_heads.box_predictor.cls_score.out_features == 21
@@ -47,7 +51,7 @@ def test_options_reach_torchvision():
     )
     assert model.transform.min_size == (640, 672, 704)
     assert model.rpn.anchor_generator.num_anchors_per_location() == [15]
-    assert model.rpn._post_nms_top_n["testing"] == 1000
+    assert model.rpn.eval().post_nms_top_n() == 1000
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
     assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh, model.roi_heads.detections_per_img) == (
         0.2,

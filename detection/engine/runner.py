@@ -4,6 +4,7 @@ Builds the datasets, the model, the optimizer and the loop on this process, join
 process group if there is one, and restores ``--resume`` or ``--weights`` checkpoints.
 """
 
+import dataclasses
 import logging
 import os
 import random
@@ -14,13 +15,13 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_checkpoint, load_model_state
+from ..checkpoint import checkpoint_config, load_checkpoint, load_model_state
 from ..config import Config, SolverConfig, save_config
 from ..data import build_dataset, build_train_loader
 from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.pipeline import build_evaluation_dataset
-from ..modeling.factory import detector_from_config
+from ..modeling.factory import architecture_differences, detector_from_config, resolve_model_config
 from .evaluation import TrainingEvaluator
 from .events import EventWriter, setup_logging
 from .lr_schedule import build_lr_scheduler
@@ -83,6 +84,7 @@ def seed_everything(seed: int) -> None:
 
 def _run(config: Config, options: RunOptions, device: torch.device) -> int:
     rank, world_size = get_rank(), get_world_size()
+    config = dataclasses.replace(config, model=resolve_model_config(config.model))
     batch_per_process = images_per_process(config.solver, world_size)
     logger = setup_logging(config.output_dir, is_main_process())
     resume_path = find_resume_checkpoint(options.resume, config.output_dir) if options.resume else None
@@ -95,7 +97,7 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
     train_set = None if options.eval_only else _training_dataset(config, class_names)
     model = detector_from_config(config.model, len(class_names) + 1)
     if weights is not None:
-        _load_weights(model, weights, weights_path, class_names, logger, fine_tune=not options.eval_only)
+        _load_weights(model, config, weights, weights_path, class_names, logger, fine_tune=not options.eval_only)
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -174,9 +176,25 @@ def _training_dataset(config: Config, class_names: list[str]) -> Any:
 
 
 def _load_weights(
-    model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], logger: logging.Logger, fine_tune: bool
+    model: torch.nn.Module,
+    config: Config,
+    checkpoint: dict,
+    path: str,
+    class_names: list[str],
+    logger: logging.Logger,
+    fine_tune: bool,
 ) -> None:
-    """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped."""
+    """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped.
+
+    The run's config must build the architecture the weights were trained in (same network, stride
+    placement and input normalisation), or the loaded weights would compute something else.
+    """
+    differences = architecture_differences(checkpoint_config(checkpoint, path).model, config.model)
+    if differences:
+        raise CheckpointError(
+            f"{path}: trained as another architecture than this config builds ({'; '.join(differences)}); "
+            "use a config that matches it, e.g. set those keys with --opts"
+        )
     stored = list(checkpoint.get("class_names") or [])
     if not fine_tune and stored != class_names:
         raise CheckpointError(f"{path}: trained for the classes {stored}, the dataset has {class_names}")

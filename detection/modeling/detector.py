@@ -4,17 +4,22 @@ Defaults follow the paper's Faster R-CNN setting (He et al. 2016, appendix A; Re
 py-faster-rcnn's test config); the shipped configs override them for detectron2-style recipes.
 """
 
-from dataclasses import asdict
 from typing import Any
 
+from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.rpn import RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from backbones import BackboneSpec, build_backbone
 
+from .anchors import StrideAnchorGenerator
 from .options import DetectorOptions
 from .poolers import build_pooler
+from .roi_heads import C4RoIHeads
+from .rpn import C4RegionProposalNetwork
 
 
 def build_detector(
@@ -47,23 +52,57 @@ def build_detector(
         raise ValueError("backbone_kwargs apply only when the backbone is given by name")
     else:
         spec = backbone
-    opts = asdict(DetectorOptions(**options))
-    anchor_sizes, aspect_ratios = opts.pop("anchor_sizes"), opts.pop("aspect_ratios")
-    trunk = spec.trunk
-    if getattr(trunk, "out_channels", spec.out_channels) != spec.out_channels:
-        raise ValueError(
-            f"trunk.out_channels={trunk.out_channels} disagrees with BackboneSpec.out_channels={spec.out_channels}"
-        )
-    trunk.out_channels = spec.out_channels  # FasterRCNN reads it from the module
-    model = FasterRCNN(
-        trunk,
-        num_classes=None,
-        rpn_anchor_generator=AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(aspect_ratios),)),
-        box_head=spec.head,
-        box_predictor=FastRCNNPredictor(spec.head_out_channels, num_classes),
-        **opts,
+    opts = DetectorOptions(**options)
+    transform = GeneralizedRCNNTransform(
+        opts.min_size,
+        opts.max_size,
+        opts.image_mean or spec.pixels.mean,
+        opts.image_std or spec.pixels.std,
+        size_divisible=opts.size_divisible,
     )
-    # FasterRCNN's constructor accepts only MultiScaleRoIAlign as box_roi_pool; RoIHeads itself calls
-    # any module with the same signature, so the backbone's pooler replaces the default one.
-    model.roi_heads.box_roi_pool = build_pooler(spec.pooler)
+    return _assemble(spec.trunk, build_rpn(spec, opts), build_roi_heads(spec, num_classes, opts), transform)
+
+
+def build_rpn(spec: BackboneSpec, opts: DetectorOptions) -> C4RegionProposalNetwork:
+    """The region proposal network on the trunk's feature map, with detectron2's anchors and selection."""
+    stride = round(1.0 / spec.pooler.spatial_scale)
+    anchors = StrideAnchorGenerator(opts.anchor_sizes, opts.aspect_ratios, stride)
+    return C4RegionProposalNetwork(
+        anchors,
+        RPNHead(spec.out_channels, anchors.num_anchors_per_location()[0]),
+        opts.rpn_fg_iou_thresh,
+        opts.rpn_bg_iou_thresh,
+        opts.rpn_batch_size_per_image,
+        opts.rpn_positive_fraction,
+        pre_nms_top_n={"training": opts.rpn_pre_nms_top_n_train, "testing": opts.rpn_pre_nms_top_n_test},
+        post_nms_top_n={"training": opts.rpn_post_nms_top_n_train, "testing": opts.rpn_post_nms_top_n_test},
+        nms_thresh=opts.rpn_nms_thresh,
+    )
+
+
+def build_roi_heads(spec: BackboneSpec, num_classes: int, opts: DetectorOptions) -> C4RoIHeads:
+    """The backbone's pooler and per-RoI head, then a class score and class-specific box deltas."""
+    return C4RoIHeads(
+        build_pooler(spec.pooler),
+        spec.head,
+        FastRCNNPredictor(spec.head_out_channels, num_classes),
+        opts.box_fg_iou_thresh,
+        opts.box_bg_iou_thresh,
+        opts.box_batch_size_per_image,
+        opts.box_positive_fraction,
+        bbox_reg_weights=None,  # (10, 10, 5, 5), as detectron2 and py-faster-rcnn
+        score_thresh=opts.box_score_thresh,
+        nms_thresh=opts.box_nms_thresh,
+        detections_per_img=opts.box_detections_per_img,
+    )
+
+
+def _assemble(
+    trunk: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: GeneralizedRCNNTransform
+) -> FasterRCNN:
+    """A torchvision ``FasterRCNN`` made of these parts. Its own constructor would build torchvision's
+    RPN and RoI heads around them (and set ``trunk.out_channels``); ``GeneralizedRCNN``'s, which
+    ``FasterRCNN`` ends with, takes the parts as they are."""
+    model = FasterRCNN.__new__(FasterRCNN)
+    GeneralizedRCNN.__init__(model, trunk, rpn, roi_heads, transform)
     return model

@@ -16,8 +16,13 @@ class DetectorOptions:
     # training image, for multi-scale training), cap on the long side.
     min_size: int | tuple[int, ...] = 600
     max_size: int = 1000
-    image_mean: tuple[float, float, float] | None = None  # None: ImageNet RGB mean, as torchvision
+    # Normalisation of the RGB [0, 1] input; None: what the backbone's weights expect (torchvision's
+    # ImageNet mean/std, or the MSRA weights' BGR 0-255 mean with std 1, expressed in RGB [0, 1]).
+    image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
+    # Batches are padded to a multiple of this (torchvision: 32). 1: only to the largest image, as
+    # detectron2's C4 models (size_divisibility 0).
+    size_divisible: int = 32
     # Anchors: the paper's VOC setting; COCO adds 64, detectron2's C4 uses 32..512.
     anchor_sizes: tuple[int, ...] = (128, 256, 512)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
@@ -42,6 +47,8 @@ class DetectorOptions:
     box_detections_per_img: int = 100
 
     def __post_init__(self) -> None:
+        if self.size_divisible < 1:
+            raise ValueError(f"size_divisible must be >= 1 (1: no padding), got {self.size_divisible}")
         if not self.anchor_sizes or not self.aspect_ratios:
             raise ValueError("anchor_sizes and aspect_ratios must not be empty")
         if (

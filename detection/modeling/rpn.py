@@ -1,0 +1,59 @@
+"""torchvision's region proposal network with detectron2's proposal selection.
+
+Same head, anchors matching, sampling and losses as torchvision's ``RegionProposalNetwork``; only the
+selection of proposals from the scored anchors follows detectron2's ``find_top_rpn_proposals``, which
+the published C4 models were trained and evaluated with:
+
+- non-maximum suppression ranks boxes by objectness logit, not by its sigmoid (float32 sigmoids of
+  large logits tie at 1.0, and ties change which box suppresses which);
+- a box is kept when its width and height are positive after clipping (torchvision: at least 1e-3 px);
+- non-finite boxes or scores are dropped; there is no score threshold (torchvision's default is 0).
+"""
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import boxes as box_ops
+
+
+def nonempty_finite(boxes: Tensor, scores: Tensor) -> Tensor:
+    """Mask of the rows of ``boxes`` ``[N, 4]`` with positive width and height and finite values, and
+    finite ``scores`` ``[N]``."""
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return (widths > 0) & (heights > 0) & torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+
+
+class C4RegionProposalNetwork(RegionProposalNetwork):
+    """``RegionProposalNetwork`` (same constructor) selecting proposals as detectron2 does.
+
+    Per image: the ``pre_nms_top_n`` anchors of highest objectness logit (torchvision's top-k), their
+    decoded boxes clipped to the image, empty or non-finite ones dropped, NMS at ``nms_thresh`` on the
+    logits, the first ``post_nms_top_n`` kept in descending logit order.
+    """
+
+    def filter_proposals(
+        self,
+        proposals: Tensor,
+        objectness: Tensor,
+        image_shapes: list[tuple[int, int]],
+        num_anchors_per_level: list[int],
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """``proposals`` ``[B, A_total, 4]`` and ``objectness`` logits -> per image, boxes ``[n, 4]``
+        and their objectness probabilities ``[n]``, by descending logit."""
+        num_images = proposals.shape[0]
+        objectness = objectness.detach().reshape(num_images, -1)
+        top_n_idx = self._get_top_n_idx(objectness, num_anchors_per_level)
+        batch_idx = torch.arange(num_images, device=proposals.device)[:, None]
+        objectness, proposals = objectness[batch_idx, top_n_idx], proposals[batch_idx, top_n_idx]
+        final_boxes, final_scores = [], []
+        for boxes, logits, image_shape in zip(proposals, objectness, image_shapes):
+            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+            keep = nonempty_finite(boxes, logits)
+            boxes, logits = boxes[keep], logits[keep]
+            # One feature map: detectron2 still calls batched_nms with one level, whose CPU path for
+            # many boxes re-sorts the kept boxes; the same call keeps equal-logit ties in its order.
+            levels = torch.zeros_like(logits, dtype=torch.int64)
+            keep = box_ops.batched_nms(boxes, logits, levels, self.nms_thresh)[: self.post_nms_top_n()]
+            final_boxes.append(boxes[keep])
+            final_scores.append(torch.sigmoid(logits[keep]))
+        return final_boxes, final_scores
