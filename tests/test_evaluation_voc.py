@@ -88,7 +88,7 @@ CAT_AP_AREA = 1 / 4 * 1 + 1 / 4 * 2 / 3 + 1 / 4 * 3 / 5
 def test_hand_computed_ap_with_difficult_and_duplicates(method, cat_ap):
     metrics = evaluate_predictions(FakeVOC(HAND_DATASET), HAND_PREDICTIONS, "voc", voc_method=method)
     assert metrics["voc/AP_cat"] == pytest.approx(cat_ap, abs=1e-12)
-    assert metrics["voc/AP_dog"] == 1.0
+    assert metrics["voc/AP_dog"] == pytest.approx(1.0, abs=1e-15)  # 11 * (1/11) is 1.0000000000000002
     assert np.isnan(metrics["voc/AP_bird"])  # no positives: left out of the mean
     assert metrics["voc/mAP"] == pytest.approx((cat_ap + 1.0) / 2, abs=1e-12)
 
@@ -107,9 +107,8 @@ def test_perfect_predictions_give_one(method):
         keep = ~np.asarray(image.get("difficult", [False] * len(labels)))
         predictions[index] = detections(boxes[keep], np.ones(keep.sum()), labels[keep])
     metrics = evaluate_predictions(dataset, predictions, "voc", voc_method=method, voc_coco_style=True)
-    assert metrics["voc/mAP"] == 1.0
-    assert metrics["voc/AP_cat"] == metrics["voc/AP_dog"] == 1.0
-    assert metrics["voc/AP"] == metrics["voc/AP50"] == metrics["voc/AP75"] == 1.0
+    for key in ("voc/mAP", "voc/AP_cat", "voc/AP_dog", "voc/AP", "voc/AP50", "voc/AP75"):
+        assert metrics[key] == pytest.approx(1.0, abs=1e-15)
 
 
 @pytest.mark.parametrize("method", ["11point", "area"])
@@ -131,10 +130,10 @@ def test_detection_whose_best_ground_truth_is_taken_is_a_duplicate():
     assert voc_average_precisions(gt, det, 1, method="area")[0, 0] == pytest.approx(0.5)
 
 
-def test_eleven_point_thresholds_are_exact_tenths():
-    # Recall reaches exactly 7/10: the threshold t = 0.7 counts (np.arange's 0.7000000000000001 would not).
+def test_eleven_point_thresholds_are_numpy_arange_steps():
+    # Recall reaches exactly 7/10, but the threshold np.arange puts there is 0.7000000000000001: no credit.
     recall = np.arange(1, 8) / 10
-    assert average_precision(recall, np.ones(7), "11point") == pytest.approx(8 / 11)
+    assert average_precision(recall, np.ones(7), "11point") == pytest.approx(7 / 11)
     assert average_precision(recall, np.ones(7), "area") == pytest.approx(0.7)
 
 
@@ -143,7 +142,7 @@ def test_coco_style_averages_over_iou_thresholds():
     predictions = {0: detections([[0, 0, 10, 7.2]], [0.9], [1])}  # IoU 0.72: a hit at IoU 0.50 .. 0.70
     metrics = evaluate_predictions(dataset, predictions, "voc", voc_coco_style=True)
     assert metrics["voc/AP"] == pytest.approx(0.5)
-    assert metrics["voc/AP50"] == metrics["voc/mAP"] == 1.0
+    assert metrics["voc/AP50"] == metrics["voc/mAP"] == pytest.approx(1.0, abs=1e-15)
     assert metrics["voc/AP75"] == 0.0
 
 
@@ -166,10 +165,10 @@ def test_devkit_result_files(tmp_path):
         "comp4_det_test_dog.txt",
     ]
     assert (tmp_path / "comp4_det_test_bird.txt").read_text() == ""
-    assert (tmp_path / "comp4_det_test_dog.txt").read_text() == "000001 0.300000 51.00 51.00 90.00 90.00\n"
+    assert (tmp_path / "comp4_det_test_dog.txt").read_text() == "000001 0.300 51.0 51.0 90.0 90.0\n"
     cat_lines = (tmp_path / "comp4_det_test_cat.txt").read_text().splitlines()
     assert len(cat_lines) == 6
-    assert cat_lines[0] == "000000 0.900000 1.00 1.00 10.00 10.00"
+    assert cat_lines[0] == "000000 0.900 1.0 1.0 10.0 10.0"  # detectron2's decimals
     name, score, *box = cat_lines[4].split()
     assert (name, float(score), [float(v) for v in box]) == ("000001", 0.5, [71.0, 71.0, 80.0, 80.0])
 
@@ -178,7 +177,7 @@ def test_evaluates_only_predicted_images():
     # Image 0 holds an object nobody looked for; only image 1 is predicted, perfectly.
     dataset = FakeVOC([{"boxes": [[0, 0, 10, 10]], "labels": [1]}, {"boxes": [[5, 5, 20, 20]], "labels": [1]}])
     metrics = evaluate_predictions(dataset, {1: detections([[5, 5, 20, 20]], [0.5], [1])}, "voc")
-    assert metrics["voc/AP_cat"] == 1.0
+    assert metrics["voc/AP_cat"] == pytest.approx(1.0, abs=1e-15)
 
 
 def test_bad_label_names_the_image_and_label():

@@ -17,7 +17,7 @@ from .build import (
     dataset_names,
     resolve_dataset_root,
 )
-from .coco import CocoDetection
+from .coco import COCO_CLASSES, CocoDetection
 from .collate import collate_detection
 from .dataset import DetectionDataset
 from .errors import DatasetError, DatasetWarning, ImageReadError
@@ -35,6 +35,7 @@ from .transforms import AugmentationOptions, DetectionAugmentation
 from .voc import VOC_CLASSES, VOCDetection, parse_voc_split
 
 __all__ = [
+    "COCO_CLASSES",
     "DATASETS_ENV_VAR",
     "DATASET_FOLDERS",
     "DEFAULT_DATASETS_DIR",

@@ -1,11 +1,17 @@
-"""PASCAL VOC average precision, computed from first principles the way the VOC devkit computes it.
+"""PASCAL VOC average precision, computed as detectron2's ``PascalVOCDetectionEvaluator`` computes it.
 
-Matching (the devkit's ``VOCevaldet.m``), per class and IoU threshold:
+detectron2 evaluates with py-faster-rcnn's ``voc_eval.py`` (where the paper-era VOC numbers come from),
+a Python port of the devkit's ``VOCevaldet.m``; this module reproduces its numbers exactly, on any
+input, in the places where it differs from the MATLAB devkit (marked *detectron2* below).
 
-- the detections of the class in all evaluated images are sorted by decreasing score (a stable sort,
-  so ties keep image order, then the order within the image, as in a devkit result file);
+Matching, per class and IoU threshold:
+
+- every detection is taken as detectron2 writes it to its devkit result file and reads it back: score
+  rounded to 3 decimals, box to 1 decimal (*detectron2*; :func:`devkit_file_values`);
+- the detections of the class in all evaluated images, in image order, are sorted by decreasing score
+  with ``np.argsort(-scores)`` (*detectron2*: ties are ordered by numpy's default sort);
 - each detection's candidate is the ground truth object of its class in its image with the largest
-  IoU (the first one on ties). If that IoU is ``>= threshold``:
+  IoU (the first one on ties). If that IoU is ``> threshold`` (*detectron2*; the devkit has ``>=``):
 
   - a ``difficult`` candidate makes the detection neither a true nor a false positive;
   - a candidate not matched yet makes it a true positive, and the candidate is now matched;
@@ -19,10 +25,10 @@ Matching (the devkit's ``VOCevaldet.m``), per class and IoU threshold:
 
 Average precision of the precision/recall points:
 
-- ``"11point"`` (VOC2007, the paper's VOC numbers): the mean over the recall thresholds
-  ``t = k / 10, k = 0..10`` of the largest precision at recall ``>= t`` (0 where there is none).
-  The thresholds are the exact ``k / 10``, not the accumulated steps of ``arange(0, 1.1, 0.1)``
-  (which make ``0.7`` slightly larger than ``7 / 10``).
+- ``"11point"`` (VOC2007, the paper's VOC numbers): the sum over the recall thresholds
+  ``np.arange(0.0, 1.1, 0.1)`` of a eleventh of the largest precision at recall ``>= t`` (0 where there
+  is none). Those thresholds are not exact tenths: the fourth is 0.30000000000000004 (MATLAB's
+  ``0:0.1:1`` gives the same), so a class whose recall stops at exactly 0.3 gets no credit there.
 - ``"area"`` (VOC2010 and later): the area under the precision/recall curve after making precision
   monotonically decreasing in recall.
 
@@ -30,9 +36,9 @@ Pixel convention: the package's boxes are 0-based continuous ``(x1, y1, x2, y2)`
 1-based inclusive pixel indices ``(xmin, ymin, xmax, ymax)`` and its IoU adds 1 to every width and
 height. Boxes are converted to devkit coordinates as ``(x1 + 1, y1 + 1, x2, y2)`` (the inverse of
 the dataset's ``(xmin - 1, ymin - 1, xmax, ymax)``, and what detectron2 writes to the devkit files)
-and compared with the devkit's ``+1`` formula. On the devkit's integer coordinates this is the devkit
-exactly; it also equals the plain continuous IoU of the package boxes, so predicted boxes are never
-rounded. The result files hold the same devkit coordinates.
+and compared with the devkit's ``+1`` formula; on the devkit's integer coordinates this is the devkit
+exactly, and it equals the plain continuous IoU of the package boxes. The result files hold these
+devkit coordinates with detectron2's decimals, and the evaluation uses the same rounded values.
 """
 
 import math
@@ -42,6 +48,10 @@ from pathlib import Path
 import numpy as np
 
 from .tables import format_percent, format_table
+
+# detectron2's result files: "image score xmin ymin xmax ymax" with these decimals, read back to evaluate.
+SCORE_DECIMALS, BOX_DECIMALS = 3, 1
+ELEVEN_POINT_RECALLS = np.arange(0.0, 1.1, 0.1)
 
 VOC_METHODS = ("11point", "area")
 # detectron2's PascalVOCDetectionEvaluator: VOC AP at IoU 0.50:0.05:0.95.
@@ -67,10 +77,21 @@ def devkit_iou(boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     return intersection / (area[:, None] + gt_area[None, :] - intersection)
 
 
+def devkit_file_values(det: Record) -> tuple[np.ndarray, np.ndarray]:
+    """A detection record's scores ``[n]`` and devkit boxes ``[n, 4]`` as detectron2's result files hold
+    them (rounded by formatting, as its writer does)."""
+    scores = np.char.mod(f"%.{SCORE_DECIMALS}f", np.asarray(det["scores"], dtype=np.float64)).astype(np.float64)
+    boxes = np.char.mod(f"%.{BOX_DECIMALS}f", to_devkit_boxes(det["boxes"])).astype(np.float64)
+    return scores.reshape(-1), boxes.reshape(-1, 4)
+
+
 def average_precision(recall: np.ndarray, precision: np.ndarray, method: str = "11point") -> float:
     """AP of the points ``recall[i], precision[i]`` ``[D]`` (in decreasing score order) by ``method``."""
     if method == "11point":
-        return float(np.mean([precision[recall >= k / 10].max(initial=0.0) for k in range(11)]))
+        ap = 0.0
+        for threshold in ELEVEN_POINT_RECALLS:
+            ap += precision[recall >= threshold].max(initial=0.0) / 11.0
+        return float(ap)
     if method == "area":
         recall = np.concatenate(([0.0], recall, [1.0]))
         precision = np.concatenate(([0.0], precision, [0.0]))
@@ -118,8 +139,9 @@ def _class_candidates(
         gt_mask = gt["labels"] == label
         det_mask = det["labels"] == label
         gt_boxes = to_devkit_boxes(gt["boxes"][gt_mask])
-        det_boxes = to_devkit_boxes(det["boxes"][det_mask])
-        scores.append(np.asarray(det["scores"], dtype=np.float64)[det_mask])
+        det_scores, det_boxes = devkit_file_values(det)
+        det_boxes = det_boxes[det_mask]
+        scores.append(det_scores[det_mask])
         gt_ignore.append(gt["ignore"][gt_mask])
         if len(gt_boxes) == 0:
             best_iou.append(np.full(len(det_boxes), -np.inf))
@@ -129,7 +151,7 @@ def _class_candidates(
             best_iou.append(iou.max(axis=1, initial=-np.inf))
             best_gt.append(num_gt + iou.argmax(axis=1))
         num_gt += len(gt_boxes)
-    order = np.argsort(-np.concatenate(scores), kind="stable")
+    order = np.argsort(-np.concatenate(scores))
     return (
         np.concatenate(best_iou)[order],
         np.concatenate(best_gt).astype(np.int64)[order],
@@ -140,7 +162,7 @@ def _class_candidates(
 def _match(best_iou: np.ndarray, best_gt: np.ndarray, gt_ignore: np.ndarray, threshold: float) -> np.ndarray:
     """Devkit matching of detections ``[D]`` sorted by score: true-positive flags of the detections
     that count (those matched to an ignored ground truth object are dropped: neither TP nor FP)."""
-    hit = best_iou >= threshold
+    hit = best_iou > threshold
     ignored = np.zeros_like(hit)
     ignored[hit] = gt_ignore[best_gt[hit]]
     candidates = np.flatnonzero(hit & ~ignored)
@@ -190,7 +212,8 @@ def write_devkit_results(
     lines: list[list[str]] = [[] for _ in class_names]
     for name, det in zip(image_names, detections):
         for box, score, label in zip(to_devkit_boxes(det["boxes"]), det["scores"], det["labels"]):
-            lines[int(label) - 1].append(f"{name} {score:.6f} {box[0]:.2f} {box[1]:.2f} {box[2]:.2f} {box[3]:.2f}\n")
+            coordinates = " ".join(f"{value:.{BOX_DECIMALS}f}" for value in box)
+            lines[int(label) - 1].append(f"{name} {score:.{SCORE_DECIMALS}f} {coordinates}\n")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -204,4 +227,4 @@ def write_devkit_results(
 def _nanmean(values: Sequence[float]) -> float:
     """Mean of the non-NaN values; NaN (without numpy's warning) when there are none."""
     finite = [float(v) for v in values if not math.isnan(v)]
-    return sum(finite) / len(finite) if finite else math.nan
+    return float(np.mean(finite)) if finite else math.nan
