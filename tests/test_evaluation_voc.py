@@ -216,3 +216,110 @@ def test_malformed_predictions_are_clear_errors(predictions, message):
 def test_unknown_options_are_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         evaluate_predictions(FakeVOC(HAND_DATASET), HAND_PREDICTIONS, **options)
+
+
+def detectron2_voc_ap(ground_truth: list[dict], predictions: list[dict], label: int, threshold: float, method: str):
+    """detectron2's ``voc_eval`` for one class, as its description reads: detections written to and read
+    back from a result file (score %.3f, devkit box %.1f), sorted with ``np.argsort(-confidence)``, a
+    detection by detection loop matching its best-IoU object when the IoU is ``> threshold``, then
+    ``voc_ap`` (11 points from ``np.arange(0.0, 1.1, 0.1)``, summed in elevenths, or the area)."""
+    lines = []
+    for image, det in enumerate(predictions):
+        for box, score, det_label in zip(det["boxes"], det["scores"], det["labels"]):
+            if det_label == label:
+                xmin, ymin, xmax, ymax = float(box[0]) + 1, float(box[1]) + 1, float(box[2]), float(box[3])
+                lines.append(f"{image} {score:.3f} {xmin:.1f} {ymin:.1f} {xmax:.1f} {ymax:.1f}".split())
+    records = {}
+    for image, gt in enumerate(ground_truth):
+        mask = np.asarray(gt["labels"]) == label
+        boxes = np.asarray(gt["boxes"], dtype=float).reshape(-1, 4)[mask] + [1, 1, 0, 0]
+        difficult = np.asarray(gt.get("difficult", [False] * len(mask)), dtype=bool)[mask]
+        records[image] = {"bbox": boxes, "difficult": difficult, "det": [False] * len(boxes)}
+    npos = sum(int((~r["difficult"]).sum()) for r in records.values())
+    confidence = np.array([float(line[1]) for line in lines])
+    boxes = np.array([[float(v) for v in line[2:]] for line in lines]).reshape(-1, 4)
+    order = np.argsort(-confidence)
+    tp, fp = np.zeros(len(lines)), np.zeros(len(lines))
+    for d, index in enumerate(order):
+        record, bb = records[int(lines[index][0])], boxes[index]
+        overlap_max, best = -np.inf, -1
+        if len(record["bbox"]):
+            gt_boxes = record["bbox"]
+            iw = np.maximum(np.minimum(gt_boxes[:, 2], bb[2]) - np.maximum(gt_boxes[:, 0], bb[0]) + 1.0, 0.0)
+            ih = np.maximum(np.minimum(gt_boxes[:, 3], bb[3]) - np.maximum(gt_boxes[:, 1], bb[1]) + 1.0, 0.0)
+            union = (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
+            union = union + (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0)
+            overlaps = iw * ih / (union - iw * ih)
+            overlap_max, best = np.max(overlaps), int(np.argmax(overlaps))
+        if overlap_max > threshold:
+            if not record["difficult"][best]:
+                if not record["det"][best]:
+                    tp[d], record["det"][best] = 1.0, True
+                else:
+                    fp[d] = 1.0
+        else:
+            fp[d] = 1.0
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    recall, precision = tp / float(npos), tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    if method == "11point":
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            ap = ap + (np.max(precision[recall >= t]) if np.sum(recall >= t) else 0) / 11.0
+        return ap
+    mrec, mpre = np.concatenate(([0.0], recall, [1.0])), np.concatenate(([0.0], precision, [0.0]))
+    for i in range(mpre.size - 1, 0, -1):
+        mpre[i - 1] = max(mpre[i - 1], mpre[i])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
+
+
+def random_voc_case(seed: int, num_images: int = 40) -> tuple[list[dict], list[dict]]:
+    """Integer devkit-like ground truth (some difficult) and jittered and duplicated detections, enough per
+    class (> 16) that numpy's default sort is not stable, with scores that tie once rounded to 3 decimals."""
+    rng = np.random.default_rng(seed)
+    ground_truth, predictions = [], []
+    for _ in range(num_images):
+        n = int(rng.integers(0, 5))
+        corners = rng.integers(0, 60, (n, 2))
+        boxes = np.concatenate([corners, corners + rng.integers(4, 40, (n, 2))], axis=1).astype(float)
+        labels = rng.integers(1, 4, n)
+        ground_truth.append({"boxes": boxes, "labels": labels, "difficult": rng.random(n) < 0.15})
+        keep = rng.random(n) < 0.8
+        found = boxes[keep] + rng.normal(0, 2.5, (int(keep.sum()), 4))
+        false = rng.uniform(0, 80, (int(rng.integers(0, 4)), 2))
+        false = np.concatenate([false, false + rng.uniform(4, 30, false.shape)], axis=1)
+        det_boxes = np.concatenate([found, found[:1] + 0.3, false])
+        det_labels = np.concatenate([labels[keep], labels[keep][:1], rng.integers(1, 4, len(false))])
+        scores = rng.random(len(det_boxes))
+        predictions.append(detections(np.clip(det_boxes, 0, None), scores, det_labels))
+    return ground_truth, predictions
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("method", ["11point", "area"])
+@pytest.mark.parametrize("threshold", [0.5, 0.75])
+def test_ap_equals_detectron2_voc_eval_on_random_detections(seed, method, threshold):
+    ground_truth, predictions = random_voc_case(seed)
+    gt = [{"boxes": g["boxes"], "labels": g["labels"], "ignore": g["difficult"]} for g in ground_truth]
+    ap = voc_average_precisions(gt, predictions, 3, iou_thresholds=(threshold,), method=method)
+    for label in (1, 2, 3):
+        expected = detectron2_voc_ap(ground_truth, predictions, label, threshold, method)
+        assert ap[0, label - 1] == expected or (np.isnan(ap[0, label - 1]) and np.isnan(expected))
+
+
+def test_iou_of_exactly_one_half_is_a_miss():
+    # Devkit pixels 1..10 x 1..10 (100) and 1..10 x 1..5 (50): IoU 0.5, not > 0.5 (the MATLAB devkit: a hit).
+    ground_truth = [{"boxes": [[0.0, 0, 10, 10]], "labels": [1]}]
+    predictions = [detections([[0.0, 0, 10, 5]], [0.9], [1])]
+    gt = [{"boxes": np.array([[0.0, 0, 10, 10]]), "labels": np.ones(1, int), "ignore": np.zeros(1, bool)}]
+    assert voc_average_precisions(gt, predictions, 1)[0, 0] == 0.0
+    assert detectron2_voc_ap(ground_truth, predictions, 1, 0.5, "11point") == 0.0
+
+
+def test_recall_of_exactly_three_tenths_gets_no_credit_at_the_fourth_point():
+    # 10 objects, the 3 best detections find 3 of them: recall 0.3, below np.arange's 0.30000000000000004.
+    ground_truth = [{"boxes": [[10.0 * i, 0, 10.0 * i + 8, 8] for i in range(10)], "labels": [1] * 10}]
+    predictions = [detections([[10.0 * i, 0, 10.0 * i + 8, 8] for i in range(3)], [0.9, 0.8, 0.7], [1, 1, 1])]
+    gt = [{"boxes": np.asarray(ground_truth[0]["boxes"]), "labels": np.ones(10, int), "ignore": np.zeros(10, bool)}]
+    ap = voc_average_precisions(gt, predictions, 1, method="11point")[0, 0]
+    assert ap == detectron2_voc_ap(ground_truth, predictions, 1, 0.5, "11point") == pytest.approx(3 / 11)
