@@ -8,7 +8,7 @@
 
 from . import resnet_c4, vgg16  # noqa: F401  (registers the built-in backbones)
 from .registry import ENTRY_POINT_GROUP, build_backbone, list_backbones, register_backbone
-from .spec import BackboneSpec, PoolerSpec
+from .spec import BackboneSpec, PixelConvention, PoolerSpec
 
 register = register_backbone
 build = build_backbone
@@ -16,6 +16,7 @@ build = build_backbone
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BackboneSpec",
+    "PixelConvention",
     "PoolerSpec",
     "build",
     "build_backbone",

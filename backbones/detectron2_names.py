@@ -12,7 +12,10 @@ Three namings of the same ResNet:
 
 detectron2's stage ``res{k}`` is torchvision's ``layer{k-1}``. The caffe2 files keep frozen BatchNorm as
 scale (``_bn_s``) and bias (``_bn_b``) only; detectron2 then uses mean 0 and variance 1, and so do we.
-Their ``conv1`` expects BGR input: :func:`caffe2_resnet_state_dict` flips it to RGB.
+Their ``conv1`` takes BGR input in 0..255 minus a mean (:data:`MSRA_PIXELS`); the weights stay in that
+order, and the detector's transform gives them such input from RGB ``[0, 1]`` images: reordering the
+input reproduces detectron2's numbers exactly, where flipping conv1's channels instead would change the
+order of its sums, and float32 rounding with it.
 """
 
 import re
@@ -23,15 +26,16 @@ import torch
 from .spec import PixelConvention
 
 # The MSRA ResNet weights (He et al. 2016) take BGR pixels in 0..255 minus this per-channel mean, with no
-# division (the std is folded into conv1). With conv1's input channels flipped to RGB, the same network
-# takes the detector's RGB [0, 1] input normalised by mean / 255 and std 1 / 255.
+# division (the std is folded into conv1): detectron2's PIXEL_MEAN and PIXEL_STD for them.
 MSRA_BGR_MEAN = (103.530, 116.280, 123.675)
-MSRA_PIXELS = PixelConvention(mean=tuple(value / 255.0 for value in reversed(MSRA_BGR_MEAN)), std=(1.0 / 255.0,) * 3)
+MSRA_PIXELS = PixelConvention(mean=MSRA_BGR_MEAN, std=(1.0, 1.0, 1.0), scale=255.0, channel_order="BGR")
 
 _CAFFE2_NORM = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
 _CAFFE2_BRANCH = {"branch2a": "conv1", "branch2b": "conv2", "branch2c": "conv3", "branch1": "shortcut"}
-# Blobs of an ImageNet file that a backbone does not use: the 1000-class classifier.
-CAFFE2_CLASSIFIER_BLOBS = ("pred_w", "pred_b")
+# Blobs of an ImageNet file that a backbone does not use: the 1000-class classifier (``pred_*`` in some
+# conversions, ``fc1000_*`` in others) and a stem conv bias, which detectron2's stem does not have
+# either and leaves out too.
+CAFFE2_UNUSED_BLOBS = ("pred_w", "pred_b", "fc1000_w", "fc1000_b", "conv1_b")
 
 
 def torchvision_resnet_key(detectron2_key: str) -> str:
@@ -82,10 +86,9 @@ def is_caffe2_resnet(blobs: dict) -> bool:
 def caffe2_resnet_state_dict(blobs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """A torchvision-named ResNet state dict from the blobs of an MSRA caffe2 file.
 
-    ``conv1``'s input channels are flipped from BGR to RGB (use :data:`MSRA_PIXELS` as the input
-    normalisation). A norm stored as scale and bias only gets mean 0 and variance 1, as in detectron2.
-    Blobs that are not ResNet weights (the ImageNet classifier ``pred_*``, solver ``*_momentum``) are
-    left out.
+    The weights keep their BGR input order (:data:`MSRA_PIXELS`). A norm stored as scale and bias only
+    gets mean 0 and variance 1, as in detectron2. Blobs that are not ResNet weights
+    (:data:`CAFFE2_UNUSED_BLOBS`, solver ``*_momentum``) are left out.
 
     Raises:
         KeyError: a blob is neither a ResNet weight nor one of the known extras (lists them all).
@@ -93,7 +96,7 @@ def caffe2_resnet_state_dict(blobs: dict[str, np.ndarray]) -> dict[str, torch.Te
     state_dict: dict[str, torch.Tensor] = {}
     unknown = []
     for blob, value in blobs.items():
-        if blob in CAFFE2_CLASSIFIER_BLOBS or blob.endswith("_momentum"):
+        if blob in CAFFE2_UNUSED_BLOBS or blob.endswith("_momentum"):
             continue
         try:
             key = torchvision_resnet_key(detectron2_resnet_key(blob))
@@ -103,7 +106,6 @@ def caffe2_resnet_state_dict(blobs: dict[str, np.ndarray]) -> dict[str, torch.Te
         state_dict[key] = torch.as_tensor(np.asarray(value, dtype=np.float32))
     if unknown:
         raise KeyError(f"not ResNet weights: {', '.join(sorted(unknown))}")
-    state_dict["conv1.weight"] = state_dict["conv1.weight"].flip(1)
     for key in [k for k in state_dict if k.endswith(".weight") and _is_norm_key(k)]:
         prefix = key.removesuffix("weight")
         channels = state_dict[key].shape[0]

@@ -2,8 +2,9 @@
 
 from collections.abc import Sequence
 
-from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
 
 
 def resolve_trainable_stages(
@@ -15,6 +16,19 @@ def resolve_trainable_stages(
     if not 0 <= trainable_layers <= num_stages:
         raise ValueError(f"trainable_layers must be in [0, {num_stages}], got {trainable_layers}")
     return trainable_layers
+
+
+class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` that runs the fused ``batch_norm`` kernel when no gradient flows
+    through it, as detectron2's does: one pass over the activations instead of two, and detectron2's
+    inference numbers to the last bit (the unfused ``x * scale + shift`` rounds differently)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.requires_grad:
+            return super().forward(x)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
+        )
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:

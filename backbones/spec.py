@@ -35,17 +35,24 @@ class PoolerSpec:
             raise ValueError(f"PoolerSpec.spatial_scale must be in (0, 1], got {self.spatial_scale}")
 
 
+ChannelOrder = Literal["RGB", "BGR"]
+
+
 @dataclass(frozen=True)
 class PixelConvention:
-    """The input normalisation a trunk's weights expect, for the detector's RGB ``[0, 1]`` images:
-    ``(x - mean) / std`` per channel, applied by torchvision's ``GeneralizedRCNNTransform``.
+    """The input a trunk's weights were trained on. The detector takes RGB images in ``[0, 1]`` and its
+    transform turns each into ``(reorder(x) * scale - mean) / std``, per channel.
 
     Args:
-        mean, std: per RGB channel.
+        mean, std: per channel, in ``channel_order`` and in the units of ``x * scale``.
+        scale: 1 for ``[0, 1]`` pixels, 255 for 0..255 pixels.
+        channel_order: the order conv1's input channels were trained in.
     """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    scale: float = 1.0
+    channel_order: ChannelOrder = "RGB"
 
 
 # torchvision's ImageNet weights (and torchvision's detectors' default).
@@ -63,8 +70,8 @@ class BackboneSpec:
         head: pooled RoI features ``[N, out_channels, p, p]`` to ``[N, head_out_channels]``.
         head_out_channels: width of the head's output, the input of the box predictor.
         pooler: how RoIs are pooled from the trunk's feature map for the head.
-        pixels: the input normalisation the weights expect (the detector's default ``image_mean`` and
-            ``image_std``).
+        pixels: the input the weights expect (the detector's default ``image_mean``, ``image_std``,
+            ``pixel_scale`` and ``channel_order``).
     """
 
     trunk: nn.Module

@@ -68,15 +68,13 @@ def caffe2_blob(detectron2_key: str) -> str:
 
 
 def to_detectron2_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """A detector of this toolkit in detectron2's names: conv1 back to BGR, background row last,
-    no background box deltas."""
+    """A detector of this toolkit in detectron2's names: background row last, no background box deltas."""
     rpn = {"conv.0.0": "conv", "cls_logits": "objectness_logits", "bbox_pred": "anchor_deltas"}
     out = {}
     for key, value in state_dict.items():
         value = value.detach().clone()
         if key.startswith("backbone."):
             name = "backbone." + detectron2_resnet_key(key.removeprefix("backbone."))
-            value = value.flip(1) if key == "backbone.conv1.weight" else value
         elif key.startswith("roi_heads.box_head.layer4."):
             name = "roi_heads." + detectron2_resnet_key(key.removeprefix("roi_heads.box_head."))
         elif key.startswith("rpn.head."):
@@ -165,24 +163,19 @@ def test_stride_in_1x1_moves_the_stride_of_the_downsampling_blocks():
         backbones.build("resnet18", stride_in_1x1=True)
 
 
-def test_bgr_255_model_and_converted_rgb_01_model_compute_the_same_features():
+def test_rgb_01_images_reach_a_bgr_255_trunk_exactly_as_detectron2_feeds_it():
     torch.manual_seed(0)
-    spec = backbones.build("resnet50", stride_in_1x1=True, norm="bn")
+    spec = backbones.build("resnet50", stride_in_1x1=True, norm="frozen_bn")
     randomize_frozen_bn(spec.trunk)
-    bgr_trunk = spec.trunk.eval()
-    rgb = torch.rand(3, 64, 96)
+    spec = backbones.BackboneSpec(spec.trunk.eval(), 1024, spec.head, 2048, spec.pooler, MSRA_PIXELS)
+    model = build_detector(spec, num_classes=2, min_size=64, max_size=96, size_divisible=1).eval()
+    pixels = torch.randint(0, 256, (64, 96, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    rgb = pixels.permute(2, 0, 1).float() / 255.0  # what a reader gives the detector
+    bgr_255 = pixels.permute(2, 0, 1).flip(0).float() - torch.tensor(MSRA_BGR_MEAN).view(3, 1, 1)  # detectron2's
     with torch.no_grad():
-        bgr_input = rgb.flip(0) * 255.0 - torch.tensor(MSRA_BGR_MEAN).view(3, 1, 1)  # detectron2's input
-        expected = bgr_trunk(bgr_input[None])
-        converted = backbones.build("resnet50", stride_in_1x1=True, norm="bn").trunk.eval()
-        state = bgr_trunk.state_dict()
-        converted.load_state_dict({**state, "conv1.weight": state["conv1.weight"].flip(1)})
-        model = build_detector(
-            backbones.BackboneSpec(converted, 1024, spec.head, 2048, spec.pooler, MSRA_PIXELS), num_classes=2
-        )
-        actual = converted(model.transform.normalize(rgb)[None])
-    scale = expected.abs().max().item()
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5 * scale)
+        images, _ = model.transform([rgb])
+        torch.testing.assert_close(images.tensors[0], bgr_255, rtol=0, atol=0)
+        torch.testing.assert_close(model.backbone(images.tensors), spec.trunk(bgr_255[None]), rtol=0, atol=0)
 
 
 # --- MSRA caffe2 ImageNet files ----------------------------------------------------------------------
@@ -229,14 +222,13 @@ def test_msra_caffe2_file_loads_with_its_conventions(msra_resnet50, tmp_path, wr
     assert spec.pixels == MSRA_PIXELS
     assert spec.trunk.layer2[0].conv1.stride == (2, 2)  # stride_in_1x1 switched on by the file
     assert isinstance(spec.trunk.bn1, FrozenBatchNorm2d)
-    rgb = torch.rand(1, 3, 64, 96)
+    model = build_detector(spec, num_classes=2, min_size=64, max_size=96, size_divisible=1).eval()
+    rgb = torch.randint(0, 256, (3, 64, 96), generator=torch.Generator().manual_seed(0)).float() / 255.0
     with torch.no_grad():
-        bgr = rgb.flip(1) * 255.0 - torch.tensor(MSRA_BGR_MEAN).view(1, 3, 1, 1)
-        expected = resnet_trunk(reference, bgr)
-        mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (MSRA_PIXELS.mean, MSRA_PIXELS.std))
-        actual = spec.trunk.eval()((rgb - mean) / std)
-    scale = expected.abs().max().item()
-    torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5 * scale)
+        bgr = rgb.flip(0) * 255.0 - torch.tensor(MSRA_BGR_MEAN).view(3, 1, 1)
+        expected = resnet_trunk(reference, bgr[None])
+        actual = model.backbone(model.transform([rgb])[0].tensors)
+    torch.testing.assert_close(actual, expected, rtol=0, atol=0)
 
 
 def test_msra_file_settles_the_config(msra_resnet50):
@@ -245,6 +237,7 @@ def test_msra_file_settles_the_config(msra_resnet50):
     resolved = resolve_model_config(cfg)
     assert resolved.backbone_kwargs["stride_in_1x1"] is True
     assert (resolved.image_mean, resolved.image_std) == (MSRA_PIXELS.mean, MSRA_PIXELS.std)
+    assert (resolved.pixel_scale, resolved.channel_order) == (255.0, "BGR")
     with pytest.raises(ConfigError, match="stride_in_1x1"):
         resolve_model_config(
             load_config(None, [f"model.weights={path}", "model.backbone_kwargs={stride_in_1x1: false}"]).model
@@ -390,5 +383,7 @@ def test_weights_of_another_architecture_are_named():
         "model.backbone_kwargs.stride_in_1x1",
         "model.image_mean",
         "model.image_std",
+        "model.pixel_scale",
+        "model.channel_order",
     ]
     assert architecture_differences(detectron2, detectron2) == []

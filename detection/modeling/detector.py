@@ -11,15 +11,15 @@ from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.rpn import RPNHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from backbones import BackboneSpec, build_backbone
+from backbones import BackboneSpec, PixelConvention, build_backbone
 
 from .anchors import StrideAnchorGenerator
 from .options import DetectorOptions
 from .poolers import build_pooler
 from .roi_heads import C4RoIHeads
 from .rpn import C4RegionProposalNetwork
+from .transform import PixelTransform
 
 
 def build_detector(
@@ -53,13 +53,13 @@ def build_detector(
     else:
         spec = backbone
     opts = DetectorOptions(**options)
-    transform = GeneralizedRCNNTransform(
-        opts.min_size,
-        opts.max_size,
-        opts.image_mean or spec.pixels.mean,
-        opts.image_std or spec.pixels.std,
-        size_divisible=opts.size_divisible,
+    pixels = PixelConvention(
+        mean=opts.image_mean or spec.pixels.mean,
+        std=opts.image_std or spec.pixels.std,
+        scale=opts.pixel_scale or spec.pixels.scale,
+        channel_order=opts.channel_order or spec.pixels.channel_order,
     )
+    transform = PixelTransform(opts.min_size, opts.max_size, pixels, opts.size_divisible)
     return _assemble(spec.trunk, build_rpn(spec, opts), build_roi_heads(spec, num_classes, opts), transform)
 
 
@@ -97,9 +97,7 @@ def build_roi_heads(spec: BackboneSpec, num_classes: int, opts: DetectorOptions)
     )
 
 
-def _assemble(
-    trunk: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: GeneralizedRCNNTransform
-) -> FasterRCNN:
+def _assemble(trunk: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: PixelTransform) -> FasterRCNN:
     """A torchvision ``FasterRCNN`` made of these parts. Its own constructor would build torchvision's
     RPN and RoI heads around them (and set ``trunk.out_channels``); ``GeneralizedRCNN``'s, which
     ``FasterRCNN`` ends with, takes the parts as they are."""

@@ -14,8 +14,9 @@ detectron2 publishes its models as pickles (``model_final_*.pkl``: ``{"model": {
 | ``roi_heads.box_predictor.cls_score``: K + 1 rows, background last | background row first |
 | ``roi_heads.box_predictor.bbox_pred``: 4K rows, no background | 4 (K + 1) rows, background's zero |
 
-``conv1`` is flipped from BGR to RGB input. The RPN head's rows need no permutation: the anchors here are
-in detectron2's order (:mod:`detection.modeling.anchors`).
+The weights keep their BGR input order; the detector's transform feeds them BGR 0..255 minus the MSRA mean,
+as detectron2 does (``channel_order``, ``pixel_scale``). The RPN head's rows need no permutation: the
+anchors here are in detectron2's order (:mod:`detection.modeling.anchors`).
 """
 
 import os
@@ -215,8 +216,7 @@ def _convert_entry(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     """One detectron2 entry as this toolkit's entries (usually one); ``KeyError`` if it maps to none."""
     value = value.float()
     if key.startswith("backbone."):
-        name = "backbone." + torchvision_resnet_key(key.removeprefix("backbone."))
-        return {name: value.flip(1) if name == "backbone.conv1.weight" else value}
+        return {"backbone." + torchvision_resnet_key(key.removeprefix("backbone.")): value}
     if key.startswith("roi_heads.res5."):
         return {"roi_heads.box_head." + torchvision_resnet_key(key.removeprefix("roi_heads.")): value}
     rpn = re.fullmatch(r"proposal_generator\.rpn_head\.(conv|objectness_logits|anchor_deltas)\.(weight|bias)", key)

@@ -42,7 +42,7 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
     architecture (checkpoints store it and rebuild without the weights file).
 
     MSRA caffe2 weights (``R-50.pkl``, ``R-101.pkl``) imply ``backbone_kwargs.stride_in_1x1: true`` and
-    their input normalisation (``image_mean``/``image_std``, unless set).
+    their input convention (``image_mean``, ``image_std``, ``pixel_scale``, ``channel_order``, unless set).
     """
     if not is_msra_file(cfg.weights):
         return cfg
@@ -53,12 +53,21 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
         backbone_kwargs={**cfg.backbone_kwargs, "stride_in_1x1": True},
         image_mean=cfg.image_mean or MSRA_PIXELS.mean,
         image_std=cfg.image_std or MSRA_PIXELS.std,
+        pixel_scale=cfg.pixel_scale or MSRA_PIXELS.scale,
+        channel_order=cfg.channel_order or MSRA_PIXELS.channel_order,
     )
 
 
 # What makes trained weights compute something else when loaded into a model built with other values:
 # the network, where its strides are, and the pixels it expects.
-ARCHITECTURE_KEYS = ("backbone", "backbone_kwargs.stride_in_1x1", "image_mean", "image_std")
+ARCHITECTURE_KEYS = (
+    "backbone",
+    "backbone_kwargs.stride_in_1x1",
+    "image_mean",
+    "image_std",
+    "pixel_scale",
+    "channel_order",
+)
 
 
 def architecture_differences(trained: ModelConfig, current: ModelConfig) -> list[str]:

@@ -2,6 +2,7 @@
 schema can describe the model without loading it."""
 
 from dataclasses import dataclass, fields
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -16,10 +17,13 @@ class DetectorOptions:
     # training image, for multi-scale training), cap on the long side.
     min_size: int | tuple[int, ...] = 600
     max_size: int = 1000
-    # Normalisation of the RGB [0, 1] input; None: what the backbone's weights expect (torchvision's
-    # ImageNet mean/std, or the MSRA weights' BGR 0-255 mean with std 1, expressed in RGB [0, 1]).
+    # What the RGB [0, 1] input becomes before the trunk: (reorder(x) * pixel_scale - image_mean) / image_std,
+    # with mean and std in channel_order. None: what the backbone's weights expect (torchvision's ImageNet
+    # mean and std on RGB [0, 1]; the MSRA weights' BGR 0..255 minus a mean, std 1).
     image_mean: tuple[float, float, float] | None = None
     image_std: tuple[float, float, float] | None = None
+    pixel_scale: float | None = None
+    channel_order: Literal["RGB", "BGR"] | None = None
     # Batches are padded to a multiple of this (torchvision: 32). 1: only to the largest image, as
     # detectron2's C4 models (size_divisibility 0).
     size_divisible: int = 32
