@@ -193,7 +193,8 @@ def _load_weights(
     if differences:
         raise CheckpointError(
             f"{path}: trained as another architecture than this config builds ({'; '.join(differences)}); "
-            "use a config that matches it, e.g. set those keys with --opts"
+            "use a config that matches it (for converted detectron2 models, configs/*/*_detectron2.yaml) "
+            "or set those keys with --opts"
         )
     stored = list(checkpoint.get("class_names") or [])
     if not fine_tune and stored != class_names:
