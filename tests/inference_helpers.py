@@ -47,10 +47,11 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def write_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A checkpoint of the tiny ResNet-18 detector with random weights, as training would write it."""
+def write_tiny_checkpoint(path: Path, seed: int = 0, **model_options) -> Path:
+    """A checkpoint of the tiny ResNet-18 detector with random weights, as training would write it;
+    ``model_options`` change its config's ``model`` section."""
     torch.manual_seed(seed)
-    config = config_from_dict({"model": TINY_MODEL})
+    config = config_from_dict({"model": {**TINY_MODEL, **model_options}})
     model = randomize_batchnorm(detector_from_config(config.model, len(CLASS_NAMES) + 1), seed)
     save_checkpoint(
         path,

@@ -14,9 +14,22 @@ export = load_tool("export")
 IMAGE_SIZES = [(80, 120), (100, 70)]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("checkpoint") / "model.pth", seed=1)
+# torchvision's input convention, and the MSRA/detectron2 one (channels reordered and scaled in the model).
+PIXEL_CONVENTIONS = {
+    "rgb01": {},
+    "msra": {
+        "channel_order": "BGR",
+        "pixel_scale": 255,
+        "image_mean": [103.53, 116.28, 123.675],
+        "image_std": [1, 1, 1],
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(PIXEL_CONVENTIONS))
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, request) -> Path:
+    folder = tmp_path_factory.mktemp("checkpoint")
+    return write_tiny_checkpoint(folder / "model.pth", seed=1, **PIXEL_CONVENTIONS[request.param])
 
 
 def eager_detections(checkpoint: Path, image: torch.Tensor) -> dict[str, np.ndarray]:
