@@ -8,17 +8,15 @@ from typing import Any
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
-from torchvision.models.detection.rpn import RPNHead
 
 from backbones import BackboneSpec, PixelConvention, build_backbone
 
 from .anchors import StrideAnchorGenerator
 from .options import DetectorOptions
 from .poolers import build_pooler
-from .roi_heads import C4RoIHeads
-from .rpn import C4RegionProposalNetwork
+from .roi_heads import C4BoxPredictor, C4RoIHeads
+from .rpn import C4RegionProposalNetwork, C4RPNHead
 from .transform import PixelTransform
 
 
@@ -69,7 +67,7 @@ def build_rpn(spec: BackboneSpec, opts: DetectorOptions) -> C4RegionProposalNetw
     anchors = StrideAnchorGenerator(opts.anchor_sizes, opts.aspect_ratios, stride)
     return C4RegionProposalNetwork(
         anchors,
-        RPNHead(spec.out_channels, anchors.num_anchors_per_location()[0]),
+        C4RPNHead(spec.out_channels, anchors.num_anchors_per_location()[0]),
         opts.rpn_fg_iou_thresh,
         opts.rpn_bg_iou_thresh,
         opts.rpn_batch_size_per_image,
@@ -85,7 +83,7 @@ def build_roi_heads(spec: BackboneSpec, num_classes: int, opts: DetectorOptions)
     return C4RoIHeads(
         build_pooler(spec.pooler),
         spec.head,
-        FastRCNNPredictor(spec.head_out_channels, num_classes),
+        C4BoxPredictor(spec.head_out_channels, num_classes),
         opts.box_fg_iou_thresh,
         opts.box_bg_iou_thresh,
         opts.box_batch_size_per_image,

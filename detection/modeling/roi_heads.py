@@ -3,10 +3,25 @@
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import boxes as box_ops
 
 from .rpn import nonempty_finite
+
+
+class C4BoxPredictor(FastRCNNPredictor):
+    """torchvision's ``FastRCNNPredictor`` (same constructor and weights) computed in float32 under autocast
+    too: two small linear layers whose scores and box deltas decide the detections."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[N, C]`` (or ``[N, C, 1, 1]``) box features -> float32 class logits ``[N, K + 1]`` and box
+        deltas ``[N, 4 (K + 1)]``."""
+        x = x.flatten(start_dim=1).float()
+        if torch.jit.is_scripting():
+            return self.cls_score(x), self.bbox_pred(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.cls_score(x), self.bbox_pred(x)
 
 
 class C4RoIHeads(RoIHeads):

@@ -12,7 +12,7 @@ the published C4 models were trained and evaluated with:
 
 import torch
 from torch import Tensor
-from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.ops import boxes as box_ops
 
 
@@ -21,6 +21,26 @@ def nonempty_finite(boxes: Tensor, scores: Tensor) -> Tensor:
     finite ``scores`` ``[N]``."""
     widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     return (widths > 0) & (heights > 0) & torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
+
+
+class C4RPNHead(RPNHead):
+    """torchvision's ``RPNHead`` (same constructor and weights) whose objectness logits and box deltas are
+    computed in float32 under autocast too: the 3x3 conv may run in bfloat16, but bfloat16 logits would tie
+    in the top-k and NMS ranking, and its deltas would move boxes by pixels."""
+
+    def forward(self, x: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Feature maps ``[B, C, H, W]`` -> float32 logits ``[B, A, H, W]`` and deltas ``[B, 4A, H, W]``."""
+        logits, deltas = [], []
+        for feature in x:
+            t = self.conv(feature).float()
+            if torch.jit.is_scripting():
+                logits.append(self.cls_logits(t))
+                deltas.append(self.bbox_pred(t))
+            else:
+                with torch.autocast(t.device.type, enabled=False):
+                    logits.append(self.cls_logits(t))
+                    deltas.append(self.bbox_pred(t))
+        return logits, deltas
 
 
 class C4RegionProposalNetwork(RegionProposalNetwork):
