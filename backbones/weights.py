@@ -30,18 +30,34 @@ def load_weights(
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not a state dict, or any key the trunk or head needs is missing,
-            unexpected or of the wrong shape. Every such key is listed.
+        ValueError: the ImageNet weights cannot be downloaded (no network: the message says how to
+            pass the file instead); the file is not a state dict, or any key the trunk or head needs
+            is missing, unexpected or of the wrong shape. Every such key is listed.
     """
     if weights is None:
         return
     if weights == "imagenet":
-        state_dict = imagenet.get_state_dict(progress=True)
+        state_dict = _download_imagenet(imagenet)
         source = f"torchvision {imagenet}"
     else:
         state_dict = _read_state_dict(os.fspath(weights))
         source = os.fspath(weights)
     _load_strict(model, state_dict, source, unused_prefixes)
+
+
+def _download_imagenet(imagenet: WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's weights from its cache, downloaded there on first use; a failed download is one line."""
+    try:
+        return imagenet.get_state_dict(progress=True)
+    except OSError as error:  # urllib's URLError and HTTPError, timeouts, a full or read-only cache
+        file_name = os.path.basename(imagenet.url)
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        reason = getattr(error, "reason", None) or error.strerror or error
+        raise ValueError(
+            f"could not download torchvision's ImageNet weights {imagenet} from {imagenet.url} ({reason}); "
+            f"without network, download that file on another machine and pass its path as the weights "
+            f"(e.g. weights=/path/to/{file_name}), or put it in {cache}"
+        ) from None
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
