@@ -12,6 +12,7 @@ A checkpoint is a dict saved with ``torch.save``:
 Everything in it is loadable with ``torch.load(weights_only=True)``.
 """
 
+import logging
 import os
 import random
 import tempfile
@@ -28,6 +29,8 @@ from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
 from .files import current_umask
 from .modeling.factory import detector_from_config
+
+_logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 PathLike = str | os.PathLike
@@ -96,6 +99,8 @@ def remove_stale_temporaries(directory: PathLike) -> list[str]:
         except OSError:  # removed meanwhile by another process, or not ours to remove
             continue
         removed.append(entry.path)
+    if removed:
+        _logger.info(f"removed {len(removed)} temporary checkpoint file(s) that a killed process left: {removed}")
     return removed
 
 

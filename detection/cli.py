@@ -41,8 +41,8 @@ def _one_line_interrupt(previous_hook: Callable) -> Callable:
     return hook
 
 
-# A Ctrl+C while a tool still imports torch, before its run_cli starts, is one line too, not the
-# traceback of the import chain (60 lines).
+# A Ctrl+C while a tool still imports torch (after this module), before its run_cli starts, is one line
+# too, not the traceback of the import chain (60 lines).
 sys.excepthook = _one_line_interrupt(sys.excepthook)
 
 
@@ -86,12 +86,7 @@ def prepare_output_dir(path: str | os.PathLike, option: str) -> Path:
     (the argument or config key that gave the path), not a traceback after hours of work.
     """
     path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(prefix=".write-test-", dir=path):
-            pass
-    except OSError as error:
-        raise UserError(f"{option} {path}: cannot write there ({_write_failure(path, error)})") from None
+    _check_writable_folder(path, f"{option} {path}")
     return path
 
 
@@ -100,8 +95,17 @@ def prepare_output_file(path: str | os.PathLike, option: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{option} {path}: is a folder; expected a file name")
-    prepare_output_dir(path.parent, option)
+    _check_writable_folder(path.parent, f"{option} {path}")
     return path
+
+
+def _check_writable_folder(folder: Path, named: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".write-test-", dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{named}: cannot write there ({_write_failure(folder, error)})") from None
 
 
 def _write_failure(path: Path, error: OSError) -> str:

@@ -220,7 +220,7 @@ def test_missing_and_empty_images_are_found_when_the_dataset_is_built(shapes_roo
         message = str(info.value)
         assert "\n" not in message
         assert message.startswith(f"{images / 'train_000001.jpg'}: image file not found (4 of the 8 image files")
-        assert f"{images / 'train_000004.jpg'} (empty)" in message and "and 1 more" in message
+        assert f"{images / 'train_000004.jpg'} (is empty)" in message and "and 1 more" in message
     with pytest.warns(DatasetWarning, match=r"train_000001.jpg: image file not found \(4 of the 8"):
         dataset = build_dataset("shapes", "train", root=root, train=False, on_bad_image="skip")
     assert len(dataset) == 8  # read-time skipping reports them again, as any unreadable image

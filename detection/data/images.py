@@ -65,7 +65,7 @@ def missing_or_empty_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str
 
     Returns:
         ``(path, reason)`` for each file that is missing, not a regular file or empty, in order;
-        ``reason`` is ``"not found"``, ``"not a file"``, ``"empty"`` or the system's error.
+        ``reason`` is ``"not found"``, ``"is not a regular file"``, ``"is empty"`` or the system's error.
     """
     problems = []
     for path in paths:
@@ -78,9 +78,9 @@ def missing_or_empty_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str
             problems.append((os.fspath(path), error.strerror or str(error)))
             continue
         if not stat.S_ISREG(status.st_mode):
-            problems.append((os.fspath(path), "not a file"))
+            problems.append((os.fspath(path), "is not a regular file"))
         elif status.st_size == 0:
-            problems.append((os.fspath(path), "empty"))
+            problems.append((os.fspath(path), "is empty"))
     return problems
 
 

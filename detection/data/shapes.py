@@ -157,8 +157,8 @@ def _check_replaceable(root: Path) -> None:
     """``root`` is missing, empty or a generated shapes dataset; anything else is not ours to replace."""
     if root.is_dir() and not (root / SHAPES_MARKER).is_file() and any(root.iterdir()):
         raise DatasetError(
-            f"not a generated shapes dataset (no {SHAPES_MARKER}) and not empty; choose an empty or new "
-            "folder, or regenerate it with tools/make_shapes_dataset.py",
+            f"not a generated shapes dataset (no {SHAPES_MARKER}) and not empty, so it is left untouched; "
+            "choose an empty or new folder",
             root,
         )
     if root.exists() and not root.is_dir():
