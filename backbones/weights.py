@@ -53,12 +53,13 @@ def read_weights(weights: WeightsArg, imagenet: WeightsEnum) -> BackboneWeights 
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the file is not one of those formats.
+        ValueError: the ImageNet weights cannot be downloaded (no network: the message says how to pass
+            the file instead), or the file is not one of those formats.
     """
     if weights is None:
         return None
     if weights == "imagenet":
-        return BackboneWeights(imagenet.get_state_dict(progress=True), f"torchvision {imagenet}")
+        return BackboneWeights(_download_imagenet(imagenet), f"torchvision {imagenet}")
     path = os.fspath(weights)
     if not os.path.isfile(path):
         raise FileNotFoundError(
@@ -100,6 +101,21 @@ def _read_caffe2_resnet(path: str) -> dict[str, torch.Tensor]:
         return caffe2_resnet_state_dict(blobs)
     except KeyError as error:
         raise ValueError(f"{path}: {error.args[0]}") from None
+
+
+def _download_imagenet(imagenet: WeightsEnum) -> dict[str, torch.Tensor]:
+    """torchvision's weights from its cache, downloaded there on first use; a failed download is one line."""
+    try:
+        return imagenet.get_state_dict(progress=True)
+    except OSError as error:  # urllib's URLError and HTTPError, timeouts, a full or read-only cache
+        file_name = os.path.basename(imagenet.url)
+        cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+        reason = getattr(error, "reason", None) or error.strerror or error
+        raise ValueError(
+            f"could not download torchvision's ImageNet weights {imagenet} from {imagenet.url} ({reason}); "
+            f"without network, download that file on another machine and pass its path as the weights "
+            f"(e.g. weights=/path/to/{file_name}), or put it in {cache}"
+        ) from None
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -13,9 +13,11 @@ A checkpoint is a dict saved with ``torch.save``:
 Everything in it is loadable with ``torch.load(weights_only=True)``.
 """
 
+import logging
 import os
 import random
 import tempfile
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +28,19 @@ from torchvision.models.detection import FasterRCNN
 
 from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
+from .files import current_umask
 from .modeling.factory import detector_from_config
+
+_logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 PathLike = str | os.PathLike
+# Temporary files are named .tmp-<writer pid>-<random>.pth; files of this pattern that no live process
+# writes are removed when saving into their folder.
+TEMPORARY_PREFIX = ".tmp-"
+TEMPORARY_SUFFIX = ".pth"
+# When this process (nearly) started: a temporary file last modified before it is not being written by it.
+_PROCESS_START = time.time()
 
 
 @dataclass
@@ -41,15 +52,23 @@ class LoadedDetector:
 
 
 def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> None:
-    """Writes ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact."""
+    """Writes ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact.
+
+    The file is written as a temporary next to ``path``, then renamed. Temporaries that a killed
+    process left in that folder (``kill -9`` while saving) are removed first, see
+    :func:`remove_stale_temporaries`.
+    """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    remove_stale_temporaries(directory)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-", suffix=TEMPORARY_SUFFIX, dir=directory
+    )
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save({"format_version": FORMAT_VERSION, **checkpoint}, file)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates files private (0600)
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates files private (0600)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -57,10 +76,49 @@ def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> None:
         raise
 
 
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def remove_stale_temporaries(directory: PathLike) -> list[str]:
+    """Removes the ``.tmp-*.pth`` files in ``directory`` that no live process is writing.
+
+    A file is stale when it was last modified before this process started and the process that
+    wrote it (the pid in its name; unknown for older names) no longer runs on this machine. A file
+    being written by another live process, or changed since this process started (another machine
+    sharing the folder), is kept.
+
+    Returns:
+        The paths removed.
+    """
+    removed = []
+    for entry in os.scandir(directory):
+        if not (entry.name.startswith(TEMPORARY_PREFIX) and entry.name.endswith(TEMPORARY_SUFFIX)):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime >= _PROCESS_START:
+                continue
+            if _writer_is_alive(entry.name):
+                continue
+            os.remove(entry.path)
+        except OSError:  # removed meanwhile by another process, or not ours to remove
+            continue
+        removed.append(entry.path)
+    if removed:
+        _logger.info(f"removed {len(removed)} temporary checkpoint file(s) that a killed process left: {removed}")
+    return removed
+
+
+def _writer_is_alive(name: str) -> bool:
+    pid_text = name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False  # the name of an older version, without a pid
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False  # an earlier process with this pid: this one did not exist when the file was written
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
 
 
 def load_checkpoint(path: PathLike) -> dict[str, Any]:
@@ -68,12 +126,12 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: not a readable checkpoint (the file is empty, 0 bytes)")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (expected the keys 'model' and 'config')")
     if checkpoint.get("format_version", 1) < FORMAT_VERSION:
@@ -82,6 +140,12 @@ def load_checkpoint(path: PathLike) -> dict[str, Any]:
             "detectron2's order; its RPN would score the wrong anchors: retrain, or use the release that wrote it"
         )
     return checkpoint
+
+
+def _first_line(error: BaseException) -> str:
+    """``"<type>: <first line of the message>"``, or the type alone for an empty message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -1,19 +1,21 @@
-"""What the command-line tools share: config selection arguments and one-line user errors."""
+"""What the command-line tools share: config selection arguments, output checks and one-line user errors.
+
+Importing this module loads no torch, so that ``run_cli`` is in place before a tool's heavy imports.
+"""
 
 import argparse
+import errno
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from .config import Config, load_config
-from .data.errors import DatasetError
 from .errors import ConfigError, UserError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-USER_ERRORS = (UserError, DatasetError, FileNotFoundError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
@@ -27,6 +29,21 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def _one_line_interrupt(previous_hook: Callable) -> Callable:
+    def hook(kind: type[BaseException], value: BaseException, traceback: object) -> None:
+        if issubclass(kind, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)  # Python still exits as killed by SIGINT (status 130)
+        else:
+            previous_hook(kind, value, traceback)
+
+    return hook
+
+
+# A Ctrl+C while a tool still imports torch (after this module), before its run_cli starts, is one line
+# too, not the traceback of the import chain (60 lines).
+sys.excepthook = _one_line_interrupt(sys.excepthook)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +60,61 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device``: ``cuda`` where available, else ``cpu``."""
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
+    """``--device``: ``auto`` (the default: ``cuda`` where available, else ``cpu``), ``cpu`` or ``cuda``;
+    pass the value through :func:`resolve_device`."""
+    parser.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda where available, else cpu"
+    )
+
+
+def resolve_device(device: str) -> str:
+    """``"cpu"`` or ``"cuda"`` for a ``--device`` value; ``cuda`` without a usable GPU is a :class:`UserError`."""
+    import torch  # here, not at the top: run_cli must be importable before torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available (no GPU or no driver visible to torch); use --device cpu")
+    return device
+
+
+def prepare_output_dir(path: str | os.PathLike, option: str) -> Path:
+    """Creates the folder ``path`` (and its parents) and checks that a file can be created in it.
+
+    Tools call this before any long work, so that a folder that cannot be written (a path under a
+    regular file, a read-only or full file system, no permission) is one line naming ``option``
+    (the argument or config key that gave the path), not a traceback after hours of work.
+    """
+    path = Path(path)
+    _check_writable_folder(path, f"{option} {path}")
+    return path
+
+
+def prepare_output_file(path: str | os.PathLike, option: str) -> Path:
+    """Checks that the file ``path`` can be written: not a folder, and its folder writable (created if needed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder; expected a file name")
+    _check_writable_folder(path.parent, f"{option} {path}")
+    return path
+
+
+def _check_writable_folder(folder: Path, named: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(prefix=".write-test-", dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{named}: cannot write there ({_write_failure(folder, error)})") from None
+
+
+def _write_failure(path: Path, error: OSError) -> str:
+    """Why ``path`` cannot be written, in words: the ancestor that is a file, or the system's reason."""
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        for ancestor in (path, *path.parents):
+            if ancestor.exists():
+                return f"{ancestor} is a file, not a folder" if not ancestor.is_dir() else error.strerror
+    return error.strerror or str(error)
 
 
 def config_from_arguments(args: argparse.Namespace) -> Config:

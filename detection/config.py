@@ -119,8 +119,12 @@ class SolverConfig:
         if self.max_iter < 1 or self.images_per_batch < 1 or self.accumulate_grad_batches < 1:
             raise ValueError("max_iter, images_per_batch and accumulate_grad_batches must be >= 1")
         if list(self.steps) != sorted(self.steps) or any(not 0 < s < self.max_iter for s in self.steps):
+            # No silent rescaling of the recipe's schedule: say which two keys to set together.
+            example = f"solver.steps=[{self.max_iter * 3 // 4}] or " if self.max_iter >= 4 else ""
             raise ValueError(
-                f"steps must be increasing and inside (0, max_iter={self.max_iter}), got {list(self.steps)}"
+                f"steps={list(self.steps)} must be increasing and inside (0, max_iter={self.max_iter}); with "
+                f"solver.max_iter={self.max_iter} also set solver.steps, e.g. --opts solver.max_iter={self.max_iter} "
+                f"{example}solver.steps=[] (no decay)"
             )
         if self.base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
@@ -184,7 +188,11 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{source}: {key}: {first['msg']} (got {first.get('input')!r})") from None
+        if first["type"] == "value_error":  # a check of a whole section: its message names the values
+            message = first["msg"].removeprefix("Value error, ")
+        else:
+            message = f"{first['msg']} (got {first.get('input')!r})"
+        raise ConfigError(f"{source}: {key}: {message}") from None
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

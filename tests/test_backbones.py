@@ -1,13 +1,19 @@
 """Built-in backbones: shapes, weight parity with torchvision, freezing."""
 
+import socket
+from urllib.error import URLError
+
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet, vgg
+from torchvision.models import WeightsEnum, resnet, vgg
 from torchvision.ops import FrozenBatchNorm2d
 
 import backbones
 from detection import build_detector
+from detection.config import config_from_dict
+from detection.errors import ConfigError
+from detection.modeling.factory import detector_from_config
 
 SMALL_DETECTOR = dict(
     min_size=64, max_size=96, rpn_post_nms_top_n_train=32, rpn_post_nms_top_n_test=16, box_batch_size_per_image=16
@@ -239,3 +245,22 @@ def test_group_norm_refuses_batchnorm_weights(tmp_path):
         backbones.build("resnet18", weights=path, norm="gn")
     with pytest.raises(ValueError, match="no torchvision ImageNet weights"):
         backbones.build("resnet18", weights="imagenet", norm="gn")
+
+
+def test_imagenet_weights_without_network_say_how_to_pass_the_file(monkeypatch):
+    def offline(self, *args, **kwargs):
+        raise URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    with pytest.raises(ValueError) as info:
+        backbones.build("resnet18", weights="imagenet")
+    message = str(info.value)
+    assert message.startswith(
+        "could not download torchvision's ImageNet weights ResNet18_Weights.IMAGENET1K_V1 from "
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth ([Errno -2] Name or service not known); "
+    )
+    assert "pass its path as the weights (e.g. weights=/path/to/resnet18-f37072fd.pth)" in message
+    assert "\n" not in message
+    config = config_from_dict({"model": {"backbone": "resnet18", "weights": "imagenet"}})
+    with pytest.raises(ConfigError, match=r"^model \(resnet18\): could not download torchvision's ImageNet weights"):
+        detector_from_config(config.model, num_classes=3)

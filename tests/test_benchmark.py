@@ -14,6 +14,10 @@ benchmark = load_tool("benchmark")
 TINY = Setting(min_size=64, max_size=96, num_rois=6)
 
 
+def _refuse_non_standard(constant: str):
+    raise ValueError(f"not standard JSON: {constant}")
+
+
 def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
     output = tmp_path / "benchmark.json"
     argv = [
@@ -45,7 +49,7 @@ def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
     ]
     assert benchmark.main(argv) == 0
 
-    result = json.loads(output.read_text())
+    result = json.loads(output.read_text(), parse_constant=_refuse_non_standard)  # strict JSON: no NaN
     assert result["command"].startswith("python tools/benchmark.py --backbones resnet18")
     assert result["machine"]["device"] == "cpu" and result["machine"]["matmul_flops_per_s"] > 0
     (model,) = result["models"]

@@ -157,7 +157,7 @@ def test_building_reads_no_image(tmp_path, monkeypatch):
         tmp_path, [(1, "a.jpg"), (2, "b.jpg")], [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 5, 5]}], CATEGORIES
     )
     for image in (tmp_path / "val").iterdir():
-        image.unlink()  # any attempt to read one would fail
+        image.write_bytes(b"not an image")  # any attempt to decode one would fail; the files exist (checked)
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("an image was decoded")

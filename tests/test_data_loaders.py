@@ -162,9 +162,8 @@ def test_collate_keeps_lists_and_drops_skipped_samples():
     assert [im.shape[1] for im in images] == [4, 6] and [t["index"] for t in targets] == [0, 2]
 
 
-def test_unreadable_images_raise_or_are_skipped_and_counted(shapes_root, tmp_path):
-    root = tmp_path / "shapes"
-    root.mkdir()
+def _copy_of_shapes(shapes_root: Path, root: Path) -> Path:
+    """A private copy of the tiny shapes dataset (COCO format), for tests that damage its images."""
     for path in shapes_root.glob("coco/**/*"):
         target = root / path.relative_to(shapes_root)
         if path.is_dir():
@@ -172,6 +171,11 @@ def test_unreadable_images_raise_or_are_skipped_and_counted(shapes_root, tmp_pat
         else:
             target.write_bytes(path.read_bytes())
     (root / "shapes.json").write_text((shapes_root / "shapes.json").read_text())
+    return root
+
+
+def test_unreadable_images_raise_or_are_skipped_and_counted(shapes_root, tmp_path):
+    root = _copy_of_shapes(shapes_root, tmp_path / "shapes")
     bad = root / "coco" / "val" / "val_000001.jpg"
     bad.write_bytes(b"corrupt")
     strict = build_dataset("shapes", "val", root=root, train=False)
@@ -201,3 +205,39 @@ def test_train_loader_needs_images(tmp_path):
     dataset = build_dataset("coco", "val", root=tmp_path, train=True)
     with pytest.raises(DatasetError, match="no images.*keep_empty=True"):
         build_train_loader(dataset, 2, num_workers=0, seed=0)
+
+
+def test_missing_and_empty_images_are_found_when_the_dataset_is_built(shapes_root, tmp_path):
+    root = _copy_of_shapes(shapes_root, tmp_path / "shapes")
+    images = root / "coco" / "train"
+    (images / "train_000001.jpg").unlink()
+    (images / "train_000004.jpg").write_bytes(b"")
+    (images / "train_000006.jpg").unlink()
+    (images / "train_000007.jpg").unlink()
+    for train in (True, False):
+        with pytest.raises(ImageReadError) as info:
+            build_dataset("shapes", "train", root=root, train=train, keep_empty=True if train else None)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"{images / 'train_000001.jpg'}: image file not found (4 of the 8 image files")
+        assert f"{images / 'train_000004.jpg'} (is empty)" in message and "and 1 more" in message
+    with pytest.warns(DatasetWarning, match=r"train_000001.jpg: image file not found \(4 of the 8"):
+        dataset = build_dataset("shapes", "train", root=root, train=False, on_bad_image="skip")
+    assert len(dataset) == 8  # read-time skipping reports them again, as any unreadable image
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_image_that_fails_to_decode_is_the_datasets_one_line_error_with_any_workers(
+    shapes_root, tmp_path, num_workers
+):
+    root = _copy_of_shapes(shapes_root, tmp_path / "shapes")
+    bad = root / "coco" / "val" / "val_000002.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")  # exists, not empty: passes the up-front check
+    loader = build_test_loader(build_dataset("shapes", "val", root=root, train=False), 1, num_workers=num_workers)
+    with pytest.raises(ImageReadError) as info:
+        list(loader)
+    assert str(info.value) == f"{bad}: not a decodable image (corrupt, truncated or unsupported format)"
+    assert info.value.path == str(bad)
+    train = build_dataset("shapes", "val", root=root, train=True, keep_empty=True)
+    with pytest.raises(ImageReadError, match=r"^\S+val_000002.jpg: not a decodable image \(corrupt[^\n]*$"):
+        list(itertools.islice(build_train_loader(train, 2, num_workers=num_workers, seed=0), 8))

@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,34 @@ def test_make_shapes_dataset_tool(tmp_path, capsys):
     assert not (tmp_path / "coco").exists()
     voc = build_dataset("voc", "shapes_trainval", root=tmp_path / "VOCdevkit", train=False, classes=SHAPES_CLASSES)
     assert len(voc) == 3 and voc.get_image_size(0) == (64, 80)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_a_generated_dataset_is_as_readable_as_the_umask_allows(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        root = ensure_shapes_dataset(tmp_path / "shared" / "shapes", SMALL)
+    finally:
+        os.umask(previous)
+    folders = [root, *(p for p in root.rglob("*") if p.is_dir())]
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert {p.stat().st_mode & 0o777 for p in folders} == {0o777 & ~umask}
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+
+
+def test_make_shapes_dataset_replaces_a_shapes_dataset_whole_and_refuses_other_folders(tmp_path, capsys):
+    tool = load_tool("make_shapes_dataset")
+    out = tmp_path / "shapes"
+    small = ["--format", "coco", "--height", "64", "--width", "80", "--val", "1"]
+    assert tool.main(["--out", str(out), "--train", "4", *small]) == 0
+    assert tool.main(["--out", str(out), "--train", "2", *small]) == 0
+    assert sorted(p.name for p in (out / "coco" / "train").iterdir()) == ["train_000000.jpg", "train_000001.jpg"]
+    assert json.loads((out / "shapes.json").read_text())["num_train"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]  # nothing left beside it
+
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(DatasetError, match="photos: not a generated shapes dataset"):
+        tool.main(["--out", str(other), "--train", "2", *small])
+    assert [p.name for p in other.iterdir()] == ["holiday.jpg"]

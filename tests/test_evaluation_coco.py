@@ -149,6 +149,18 @@ def test_backends_give_the_same_twelve_numbers(dataset):
     np.testing.assert_allclose([faster[key] for key in reference], list(reference.values()), rtol=0, atol=1e-12)
 
 
+def test_per_class_table_uses_fractions_as_the_summary_does(dataset, capsys):
+    metrics = evaluate_predictions(dataset, noisy_predictions(dataset), "coco")
+    out = capsys.readouterr().out
+    summary_ap = next(line for line in out.splitlines() if "(AP) @[ IoU=0.50:0.95 | area=   all" in line)
+    assert summary_ap.endswith(f" = {metrics['bbox/AP']:.3f}")  # COCOeval's summary: fractions
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line[:1] == "|"]
+    rows = {cells[0]: cells[1:] for cells in table}
+    for name in dataset.class_names:
+        ap, ap50 = rows[name]
+        assert (ap, ap50) == (f"{metrics[f'bbox/AP_{name}']:.3f}", f"{metrics[f'bbox/AP50_{name}']:.3f}")
+
+
 def test_subset_of_annotation_file_does_not_count_other_images(annotation_file):
     subset = FakeCoco(annotation_file, image_ids=[400, 205])
     assert evaluate_predictions(subset, perfect_predictions(subset), "coco")["bbox/AP"] == pytest.approx(1.0)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from inference_helpers import load_tool, write_tiny_checkpoint
 
+import detection.inference.export
 from detection.checkpoint import load_detector
+from detection.inference.export import ExportError, export_model
 
 export = load_tool("export")
 # Neither is the traced example size (the model's 64/96 test scale): the image size is dynamic.
@@ -51,7 +53,9 @@ def assert_same_detections(
 def test_torchscript_round_trip(tmp_path, checkpoint, capsys):
     output = tmp_path / "model.pt"
     assert export.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--output", str(output)]) == 0
-    assert "wrote" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "checked: same detections as the PyTorch model on 2 images (torch.jit.load)" in out
+    assert f"load it with: import torch, torchvision; model = torch.jit.load('{output}')" in out
     scripted = torch.jit.load(str(output))
     for height, width in IMAGE_SIZES:
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
@@ -74,3 +78,47 @@ def test_onnx_round_trip(tmp_path, checkpoint):
         image = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
         boxes, labels, scores = session.run(["boxes", "labels", "scores"], {"image": image.numpy()})
         assert_same_detections(eager_detections(checkpoint, image), boxes, labels, scores)
+
+
+@pytest.mark.parametrize(
+    "opset, message",
+    [
+        (11, r"--opset 11: ONNX opset 16 or later is needed for RoIAlign with aligned=True \(the C4 default\)"),
+        (99, "--opset 99: this torch .* exports ONNX opsets 16 to \\d+$"),
+    ],
+)
+def test_an_opset_that_cannot_express_the_model_is_refused(tmp_path, checkpoint, opset, message):
+    output = tmp_path / "model.onnx"
+    argv = ["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(output), "--opset", str(opset)]
+    with pytest.raises(ExportError, match=message) as info:
+        export.main(argv)
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_an_onnx_file_with_other_detections_is_not_kept(tmp_path, checkpoint, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    # Opset 11 exports RoIAlign without aligned=True: the file runs, with boxes half a feature pixel off.
+    monkeypatch.setattr(detection.inference.export, "check_onnx_opset", lambda model, opset: None)
+    output = tmp_path / "model.onnx"
+    argv = ["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(output), "--opset", "11"]
+    with pytest.raises(ExportError, match=r"model.onnx: the exported model's detections differ .*\(\d+x\d+ image: "):
+        export.main(argv)
+    assert not output.exists() and (tmp_path / "model.onnx.mismatch").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx.mismatch"]  # no temporary left
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_a_torchscript_file_is_checked_against_the_model_it_must_reproduce(tmp_path, checkpoint):
+    model = load_detector(checkpoint).model
+    other = load_detector(write_tiny_checkpoint(tmp_path / "other.pth", seed=2)).model
+    output = tmp_path / "model.pt"
+    assert export_model(model, output, "torchscript").startswith("checked: same detections")
+    output.unlink()
+    with pytest.raises(ExportError, match="detections differ") as info:
+        export_model(model, output, "torchscript", reference=other)
+    assert f"kept as {output}.mismatch for inspection" in str(info.value)
+    assert not output.exists() and Path(f"{output}.mismatch").is_file()

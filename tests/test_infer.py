@@ -109,11 +109,15 @@ def test_score_threshold_and_glob_input(tmp_path, checkpoint):
     [
         (["--checkpoint", "missing.pth", "INPUT"], "checkpoint not found: missing.pth"),
         (["--checkpoint", "CHECKPOINT", "no/such/*.png"], "no/such/*.png: no such image file or folder"),
+        (["--checkpoint", "CHECKPOINT", "EMPTY"], "empty: folder without image files (looked for .bmp, "),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, checkpoint, capsys, argv_tail, message):
     write_image(tmp_path / "a.png", 32, 32, 0)
-    argv = [{"INPUT": str(tmp_path / "a.png"), "CHECKPOINT": str(checkpoint)}.get(arg, arg) for arg in argv_tail]
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    replacements = {"INPUT": str(tmp_path / "a.png"), "CHECKPOINT": str(checkpoint), "EMPTY": str(tmp_path / "empty")}
+    argv = [replacements.get(arg, arg) for arg in argv_tail]
     with pytest.raises(SystemExit) as exit_info:
         run_cli(infer.main, argv + ["--output-dir", str(tmp_path / "out")])
     assert exit_info.value.code == 2
@@ -141,6 +145,18 @@ def test_draw_detections_draws_on_a_copy_in_the_class_colour():
     np.testing.assert_array_equal(draw_detections(image, np.zeros((0, 4)), np.zeros(0), CLASS_NAMES), image)
     with pytest.raises(ValueError, match="same length"):
         draw_detections(image, np.zeros((2, 4)), np.ones(1), CLASS_NAMES)
+
+
+@pytest.mark.parametrize("background", ["white", "black", "the class colour"])
+def test_a_box_stands_out_on_any_background(background):
+    colour = label_colour(1)
+    fill = {"white": (255, 255, 255), "black": (0, 0, 0), "the class colour": colour}[background]
+    image = np.full((200, 300, 3), fill, np.uint8)
+    drawn = draw_detections(image, np.array([[50.0, 60.0, 250.0, 180.0]]), np.array([1]), CLASS_NAMES)
+    left_side = drawn[100:150, 44:57].astype(int)  # across the left edge of the box, below the caption
+    contrast = np.abs(left_side - np.array(fill)).sum(axis=2).max(axis=1)
+    assert (contrast >= 300).all()  # every row of the outline has a pixel far from the background
+    assert (drawn[100:150, 47:53] == colour).all(axis=2).any(axis=1).all()  # in the class colour, >= 2 px wide
 
 
 def test_draw_annotation_names_difficult_boxes():

@@ -1,10 +1,12 @@
 """Optimizer parameter groups, the warm-up + step schedule, batch-size scaling of the learning rate."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
-from detection.config import SolverConfig
+from detection.config import SolverConfig, load_config
 from detection.engine import WarmupMultiStepLR, build_lr_scheduler, build_optimizer, images_per_process
 from detection.errors import ConfigError
 
@@ -82,3 +84,14 @@ def test_images_per_process_splits_the_batch():
     assert images_per_process(SolverConfig(images_per_batch=16, accumulate_grad_batches=4), world_size=2) == 2
     with pytest.raises(ConfigError, match="images_per_batch=6 must be a multiple"):
         images_per_process(SolverConfig(images_per_batch=6, accumulate_grad_batches=4), world_size=1)
+
+
+def test_max_iter_alone_below_the_recipe_steps_names_both_keys_and_the_fix():
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "shapes" / "base.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(recipe, ["solver.max_iter=20"])
+    assert str(info.value) == (
+        f"{recipe}: solver: steps=[600] must be increasing and inside (0, max_iter=20); with solver.max_iter=20 "
+        "also set solver.steps, e.g. --opts solver.max_iter=20 solver.steps=[15] or solver.steps=[] (no decay)"
+    )
+    assert load_config(recipe, ["solver.max_iter=20", "solver.steps=[]"]).solver.max_iter == 20

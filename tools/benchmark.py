@@ -7,8 +7,6 @@ measured in the same run as a reference. See docs/benchmarks.md.
 """
 
 import argparse
-import json
-import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -16,8 +14,9 @@ from collections.abc import Sequence
 from backbones import list_backbones
 from detection.benchmark.report import markdown_report
 from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
-from detection.cli import add_device_argument, run_cli
+from detection.cli import add_device_argument, prepare_output_file, resolve_device, run_cli
 from detection.errors import UserError
+from detection.files import write_json
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -73,12 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rois = args.rois * len(args.size) if len(args.rois) == 1 else args.rois
     if len(rois) != len(args.size):
         raise UserError(f"--rois: give one value or one per --size ({len(args.size)}), got {len(args.rois)}")
+    prepare_output_file(args.output, "--output")
     backbones = list_backbones() if args.backbones == "all" else [name for name in args.backbones.split(",") if name]
     options = BenchmarkOptions(
         backbones=tuple(backbones),
         reference=args.reference,
         settings=tuple(Setting(min_size, max_size, n) for (min_size, max_size), n in zip(args.size, rois)),
-        device=args.device,
+        device=resolve_device(args.device),
         warmup=args.warmup,
         repeats=args.repeats,
         train_steps=args.train_steps,
@@ -92,9 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **run_benchmark(options, log=lambda line: print(line, file=sys.stderr)),
     }
     print(markdown_report(result))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as file:
-        json.dump(result, file, indent=2)
+    write_json(args.output, result)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

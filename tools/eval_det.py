@@ -8,15 +8,15 @@ Writes the results (COCO results json or devkit files) and metrics.json to --out
 
 import argparse
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
-from detection.cli import add_device_argument, run_cli
+from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli
 from detection.config import Config
 from detection.errors import CheckpointError, ConfigError
 from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
+from detection.files import write_json
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,8 +42,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.device = resolve_device(args.device)
     checkpoint = load_checkpoint(args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
+    split = args.split or config.data.test_split
+    output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
+    prepare_output_dir(output_dir, "--output-dir")
     dataset = build_evaluation_dataset(config, args.split)
     loaded = detector_from_checkpoint(
         checkpoint, args.checkpoint, device=args.device, num_classes=len(dataset.class_names) + 1
@@ -53,12 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.checkpoint}: trained for the classes {loaded.class_names}, "
             f"the dataset has {list(dataset.class_names)}"
         )
-    split = args.split or config.data.test_split
-    output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
     metrics = evaluate_model(
         loaded.model, dataset, config, device=args.device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
     )
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_json(output_dir / "metrics.json", metrics)
     print(f"Wrote the results and metrics.json to {output_dir}")
     return 0
 

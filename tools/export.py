@@ -4,15 +4,16 @@
 
 BatchNorm is folded into the convolutions first. The exported model takes one float RGB image
 [3, H, W] in [0, 1] of any size (TorchScript: a list of them) and returns boxes (xyxy, that image's
-pixels), labels (1..K) and scores; the class names are in the checkpoint.
+pixels), labels (1..K) and scores; the class names are in the checkpoint. The file is run on two
+images and kept only if it gives the checkpoint's detections (ONNX: when onnxruntime is installed).
+A TorchScript file loads only after `import torchvision` (its detection operators live there).
 """
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 from detection.checkpoint import load_detector
-from detection.cli import run_cli
+from detection.cli import prepare_output_file, run_cli
 from detection.inference.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
 from detection.modeling.fusion import optimize_for_inference
 
@@ -28,13 +29,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    prepare_output_file(args.output, "--output")
     loaded = load_detector(args.checkpoint)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    export_model(optimize_for_inference(loaded.model), args.output, args.export_format, opset=args.opset)
+    check = export_model(
+        optimize_for_inference(loaded.model),
+        args.output,
+        args.export_format,
+        opset=args.opset,
+        reference=loaded.model,
+    )
     print(
         f"wrote {args.output} ({args.export_format}, {loaded.config.model.backbone}, "
-        f"classes: {', '.join(loaded.class_names)})"
+        f"classes: {', '.join(loaded.class_names)}; {check})"
     )
+    if args.export_format == "torchscript":
+        print(f"load it with: import torch, torchvision; model = torch.jit.load({str(args.output)!r})")
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from detection.checkpoint import load_detector
-from detection.cli import add_device_argument, run_cli
+from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli
 from detection.inference.predictor import Predictor, ReadFailure, find_images
 from detection.inference.writer import PredictionWriter
 from detection.modeling.fusion import optimize_for_inference
@@ -37,7 +37,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.device = resolve_device(args.device)
     paths = find_images(args.inputs)
+    prepare_output_dir(args.output_dir, "--output-dir")
     loaded = load_detector(args.checkpoint, device=args.device)
     model = optimize_for_inference(loaded.model, fold_bn=True, channels_last=args.channels_last)
     predictor = Predictor(model, args.device, batch_size=args.batch_size, score_thresh=args.score_thresh)

@@ -2,15 +2,18 @@
 
     python tools/make_shapes_dataset.py --out datasets/shapes --format both --train 600 --val 100 --seed 0
 
-The output is deterministic for a given seed and size. ``--dataset shapes`` in the other tools uses
-``$DETECTION_DATASETS/shapes`` (or ``./datasets/shapes``) and generates it there on first use.
+The output is deterministic for a given seed and size. A shapes dataset already in --out is replaced
+as a whole (generated beside it, then swapped in); a folder holding anything else is refused.
+``--dataset shapes`` in the other tools uses ``$DETECTION_DATASETS/shapes`` (or ``./datasets/shapes``)
+and generates it there on first use.
 """
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
-from detection.cli import run_cli
-from detection.data import ShapesOptions, generate_shapes_dataset, resolve_dataset_root
+from detection.cli import prepare_output_dir, run_cli
+from detection.data import ShapesOptions, replace_shapes_dataset, resolve_dataset_root
 
 FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
 
@@ -40,7 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ValueError as error:
         parser.error(str(error))
-    out = generate_shapes_dataset(args.out if args.out is not None else resolve_dataset_root("shapes"), options)
+    out = Path(args.out) if args.out is not None else resolve_dataset_root("shapes")
+    prepare_output_dir(out, "--out")
+    out = replace_shapes_dataset(out, options)
     print(f"wrote {args.train} train + {args.val} val images ({' and '.join(options.formats)} format) to {out}")
     return 0
 

@@ -12,7 +12,7 @@ import argparse
 import dataclasses
 from collections.abc import Sequence
 
-from detection.cli import add_config_arguments, config_from_arguments, run_cli
+from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli
 from detection.engine import RunOptions, run_training
 
 
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = dataclasses.replace(config, output_dir=args.output_dir)
     if args.device:
         config = dataclasses.replace(config, device=args.device)
+    prepare_output_dir(config.output_dir, "--output-dir" if args.output_dir else "output_dir")
     return run_training(config, RunOptions(resume=args.resume, weights=args.weights, eval_only=args.eval_only))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detection.cli import add_config_arguments, config_from_arguments, run_cli
+from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli
 from detection.data import ImageReadError, build_dataset, read_image
 from detection.inference.drawing import draw_annotation, write_picture
 
@@ -32,10 +32,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_arguments(args)
     split = args.split or config.data.train_split
-    dataset = build_dataset(config.data.dataset, split, root=config.data.root, train=False, classes=config.data.classes)
+    output_dir = prepare_output_dir(args.output_dir, "--output-dir")
+    # on_bad_image="skip": a missing image is one warning up front, then reported below with the unreadable ones
+    dataset = build_dataset(
+        config.data.dataset,
+        split,
+        root=config.data.root,
+        train=False,
+        classes=config.data.classes,
+        on_bad_image="skip",
+    )
     stop = len(dataset) if args.num_images == 0 else min(len(dataset), args.start + args.num_images)
-    output_dir = Path(args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
     for index in tqdm(range(args.start, stop), unit="image", desc=f"{config.data.dataset} {split}"):
         annotation = dataset.get_annotation(index)

@@ -30,7 +30,13 @@ from .samplers import (
     TrainingSampler,
     aspect_ratio_group_ids,
 )
-from .shapes import SHAPES_CLASSES, ShapesOptions, ensure_shapes_dataset, generate_shapes_dataset
+from .shapes import (
+    SHAPES_CLASSES,
+    ShapesOptions,
+    ensure_shapes_dataset,
+    generate_shapes_dataset,
+    replace_shapes_dataset,
+)
 from .transforms import AugmentationOptions, DetectionAugmentation
 from .voc import VOC_CLASSES, VOCDetection, parse_voc_split
 
@@ -66,5 +72,6 @@ __all__ = [
     "generate_shapes_dataset",
     "parse_voc_split",
     "read_image",
+    "replace_shapes_dataset",
     "resolve_dataset_root",
 ]

@@ -4,11 +4,10 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler
 
 from ..distributed import get_rank, get_world_size
 from .coco import COCO_LAYOUT, CocoDetection
-from .collate import collate_detection
 from .dataset import BadImagePolicy, DetectionDataset
 from .errors import TRY_SHAPES, DatasetError
 from .loader import DetectionDataLoader
@@ -85,8 +84,12 @@ def build_dataset(
         classes: class names in label order (VOC default: the 20 classes; COCO default: every
             category by id).
 
+    Every listed image file is checked to exist and not be empty (no decoding), see
+    :meth:`DetectionDataset.check_image_files`.
+
     Raises:
-        DatasetError: unknown name, missing root or annotation file, malformed annotations.
+        DatasetError: unknown name, missing root or annotation file, malformed annotations, missing
+            or empty image files (with ``on_bad_image="raise"``).
     """
     if augmentation is not None and not train:
         raise ValueError("augmentation is for training datasets (train=True) only")
@@ -102,7 +105,9 @@ def build_dataset(
         "keep_empty": bool(keep_empty) if train else True,
         "on_bad_image": on_bad_image,
     }
-    return _BUILDERS[name](dataset_root, split, classes, options)
+    dataset = _BUILDERS[name](dataset_root, split, classes, options)
+    dataset.check_image_files()
+    return dataset
 
 
 def build_train_loader(
@@ -145,10 +150,7 @@ def build_test_loader(dataset: DetectionDataset, batch_size: int = 1, *, num_wor
 
 
 def _loader(dataset: DetectionDataset, batch_sampler, num_workers: int) -> DetectionDataLoader:
-    data_loader = DataLoader(
-        dataset, batch_sampler=batch_sampler, num_workers=num_workers, collate_fn=collate_detection
-    )
-    return DetectionDataLoader(data_loader, batch_sampler)
+    return DetectionDataLoader(dataset, batch_sampler, num_workers=num_workers)
 
 
 def _check_name(name: str) -> None:

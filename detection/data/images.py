@@ -1,14 +1,16 @@
 """Image decoding: any common file to an upright RGB ``uint8`` array."""
 
 import os
+import stat
 import struct
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
 from .errors import ImageReadError
 
-__all__ = ["read_image"]
+__all__ = ["missing_or_empty_files", "read_image"]
 
 _EXIF_ORIENTATION_TAG = 0x0112
 
@@ -56,6 +58,30 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if orientation in _ORIENTATION_FIXES:
         image = _ORIENTATION_FIXES[orientation](image)
     return np.ascontiguousarray(image)
+
+
+def missing_or_empty_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
+    """The files of ``paths`` that cannot be images, found with one ``stat`` each (no file is opened).
+
+    Returns:
+        ``(path, reason)`` for each file that is missing, not a regular file or empty, in order;
+        ``reason`` is ``"not found"``, ``"is not a regular file"``, ``"is empty"`` or the system's error.
+    """
+    problems = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            problems.append((os.fspath(path), "not found"))
+            continue
+        except OSError as error:
+            problems.append((os.fspath(path), error.strerror or str(error)))
+            continue
+        if not stat.S_ISREG(status.st_mode):
+            problems.append((os.fspath(path), "is not a regular file"))
+        elif status.st_size == 0:
+            problems.append((os.fspath(path), "is empty"))
+    return problems
 
 
 def _to_rgb_uint8(image: np.ndarray, path: str | os.PathLike) -> np.ndarray:

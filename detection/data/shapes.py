@@ -25,9 +25,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import current_umask
 from .errors import DatasetError
 
-__all__ = ["SHAPES_CLASSES", "SHAPES_SPLITS", "ShapesOptions", "generate_shapes_dataset", "ensure_shapes_dataset"]
+__all__ = [
+    "SHAPES_CLASSES",
+    "SHAPES_SPLITS",
+    "ShapesOptions",
+    "generate_shapes_dataset",
+    "ensure_shapes_dataset",
+    "replace_shapes_dataset",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -97,16 +105,9 @@ def ensure_shapes_dataset(root: str | os.PathLike, options: ShapesOptions | None
     marker = root / SHAPES_MARKER
     if not marker.is_file():
         _logger.info("generating the shapes dataset into %s (first use)", root)
-        if root.is_dir() and any(root.iterdir()):
-            raise DatasetError(
-                f"not a generated shapes dataset (no {SHAPES_MARKER}) and not empty; choose an empty or new "
-                "folder, or regenerate it with tools/make_shapes_dataset.py",
-                root,
-            )
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+        _check_replaceable(root)
+        tmp = _generate_beside(root, options)
         try:
-            generate_shapes_dataset(tmp, options)
             try:
                 tmp.rename(root)
             except OSError:
@@ -122,6 +123,59 @@ def ensure_shapes_dataset(root: str | os.PathLike, options: ShapesOptions | None
             root,
         )
     return root
+
+
+def replace_shapes_dataset(root: str | os.PathLike, options: ShapesOptions | None = None) -> Path:
+    """Generates the shapes dataset at ``root``, replacing a shapes dataset there as a whole.
+
+    The new dataset is generated beside ``root`` and swapped in by two renames, so ``root`` never
+    mixes files of two generations (no stale images of a larger earlier dataset) and an interrupted
+    run leaves the earlier dataset in place. A non-empty ``root`` that is not a generated shapes
+    dataset is refused, never deleted.
+    """
+    root = Path(root)
+    _check_replaceable(root)
+    tmp = _generate_beside(root, options)
+    previous = None
+    try:
+        if root.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{root.name}-old-", dir=root.parent))
+            root.rename(previous / root.name)
+        tmp.rename(root)
+    except BaseException:
+        if previous is not None and not root.exists():
+            (previous / root.name).rename(root)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+    return root
+
+
+def _check_replaceable(root: Path) -> None:
+    """``root`` is missing, empty or a generated shapes dataset; anything else is not ours to replace."""
+    if root.is_dir() and not (root / SHAPES_MARKER).is_file() and any(root.iterdir()):
+        raise DatasetError(
+            f"not a generated shapes dataset (no {SHAPES_MARKER}) and not empty, so it is left untouched; "
+            "choose an empty or new folder",
+            root,
+        )
+    if root.exists() and not root.is_dir():
+        raise DatasetError("is a file; expected a folder for the shapes dataset", root)
+
+
+def _generate_beside(root: Path, options: ShapesOptions | None) -> Path:
+    """The dataset generated into a new hidden sibling of ``root``, readable as the umask allows."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a shared dataset is not
+        generate_shapes_dataset(tmp, options)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
 
 
 def _draw_image(

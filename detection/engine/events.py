@@ -3,13 +3,14 @@
 Only the main process writes; on the other ranks the writer is a no-op and the log shows errors only.
 """
 
-import json
 import logging
 import os
 import sys
 from collections.abc import Mapping
 
 import numpy as np
+
+from ..files import json_text
 
 LOGGER_NAME = "detection"
 LOG_FILE = "log.txt"
@@ -38,7 +39,8 @@ def setup_logging(output_dir: str | None, main_process: bool) -> logging.Logger:
 class EventWriter:
     """Scalars and images for TensorBoard (``events.out.tfevents.*``) and ``metrics.json``.
 
-    ``metrics.json`` has one JSON object per write: ``{"iteration": i, "<tag>": value, ...}``.
+    ``metrics.json`` has one JSON object per write: ``{"iteration": i, "<tag>": value, ...}``; a value
+    that is not a finite number is ``null``.
     """
 
     def __init__(self, output_dir: str, enabled: bool = True) -> None:
@@ -57,7 +59,7 @@ class EventWriter:
             return
         for tag, value in values.items():
             self._tensorboard.add_scalar(tag, value, iteration)
-        self._json.write(json.dumps({"iteration": iteration, **{k: float(v) for k, v in values.items()}}) + "\n")
+        self._json.write(json_text({"iteration": iteration, **{k: float(v) for k, v in values.items()}}) + "\n")
         self._json.flush()
 
     def write_image(self, tag: str, image: np.ndarray, iteration: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .tables import format_percent, format_table
+from .tables import format_metric, format_table
 
 COCO_BACKENDS = ("pycocotools", "faster")
 # The 12 numbers of COCOeval.summarize(), in its order; the returned keys are "bbox/<name>".
@@ -112,7 +112,7 @@ def evaluate_coco(
     """Scores ``results`` on the images ``image_ids`` of ``coco_gt`` (a COCO API object of ``backend``)
     and the categories ``category_ids`` (default: all of ``coco_gt``).
 
-    Prints ``COCOeval``'s 12-number summary and a per-class AP / AP50 table (percent). Returns the
+    Prints ``COCOeval``'s 12-number summary and a per-class AP / AP50 table. Returns the
     values in ``[0, 1]`` as ``bbox/<name>`` for ``COCO_SUMMARY_NAMES`` and ``bbox/AP_<category>``,
     ``bbox/AP50_<category>`` per category; ``nan`` where there is no ground truth to measure (e.g.
     ``APs`` without small objects; ``COCOeval`` prints ``-1``).
@@ -135,7 +135,7 @@ def evaluate_coco(
     for name, (ap, ap50) in per_class.items():
         metrics[f"bbox/AP_{name}"] = ap
         metrics[f"bbox/AP50_{name}"] = ap50
-    rows = [[name, format_percent(ap), format_percent(ap50)] for name, (ap, ap50) in per_class.items()]
+    rows = [[name, format_metric(ap), format_metric(ap50)] for name, (ap, ap50) in per_class.items()]
     print(format_table(["category", "AP", "AP50"], rows))
     return metrics
 

@@ -6,7 +6,6 @@ detections (empty arrays) counts. What evaluation reads from a dataset (annotati
 is read once per dataset object and kept while the dataset lives, not rebuilt per evaluation.
 """
 
-import json
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import json_text
 from .coco_evaluation import COCO_BACKENDS, coco_ground_truth_json, coco_results, evaluate_coco, load_coco_api
 from .voc_evaluation import VOC_METHODS, evaluate_voc, write_devkit_results
 
@@ -183,7 +183,7 @@ def _evaluate_coco(
     image_ids = {index: int(ground_truth.annotations[index]["image_id"]) for index in predictions}
     results = coco_results(predictions, image_ids, ground_truth.label_to_category_id)
     if output_dir is not None:
-        (Path(output_dir) / COCO_RESULTS_FILE).write_text(json.dumps(results))
+        (Path(output_dir) / COCO_RESULTS_FILE).write_text(json_text(results))
     coco_gt = ground_truth.coco_api(backend)
     category_ids = list(ground_truth.label_to_category_id.values())
     return evaluate_coco(coco_gt, results, list(image_ids.values()), category_ids, backend)

@@ -4,9 +4,10 @@ import math
 from collections.abc import Sequence
 
 
-def format_percent(value: float) -> str:
-    """A metric in ``[0, 1]`` as a percentage with one decimal, the way papers report it; NaN as ``nan``."""
-    return "nan" if math.isnan(value) else f"{100.0 * value:.1f}"
+def format_metric(value: float) -> str:
+    """A metric in ``[0, 1]`` with three decimals, as ``COCOeval``'s summary and ``metrics.json`` give it
+    (a fraction, not a percentage); NaN as ``nan``."""
+    return "nan" if math.isnan(value) else f"{value:.3f}"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

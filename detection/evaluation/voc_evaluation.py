@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tables import format_percent, format_table
+from .tables import format_metric, format_table
 
 # detectron2's result files: "image score xmin ymin xmax ymax" with these decimals, read back to evaluate.
 SCORE_DECIMALS, BOX_DECIMALS = 3, 1
@@ -188,9 +188,9 @@ def evaluate_voc(
     ap = voc_average_precisions(ground_truth, detections, len(class_names), iou_thresholds=thresholds, method=method)
     metrics = {"voc/mAP": _nanmean(ap[0])}
     metrics.update({f"voc/AP_{name}": float(value) for name, value in zip(class_names, ap[0])})
-    rows = [[name, format_percent(value)] for name, value in zip(class_names, ap[0])]
-    rows.append(["mAP", format_percent(metrics["voc/mAP"])])
-    print(f"PASCAL VOC AP at IoU 0.5 ({method} method, percent), {len(detections)} images:")
+    rows = [[name, format_metric(value)] for name, value in zip(class_names, ap[0])]
+    rows.append(["mAP", format_metric(metrics["voc/mAP"])])
+    print(f"PASCAL VOC AP at IoU 0.5 ({method} method), {len(detections)} images:")
     print(format_table(["class", "AP"], rows))
     if coco_style:
         map_per_threshold = [_nanmean(row) for row in ap]
@@ -199,7 +199,7 @@ def evaluate_voc(
         metrics["voc/AP75"] = map_per_threshold[thresholds.index(0.75)]
         print(
             "VOC AP@[.5:.95] "
-            + ", ".join(f"{key[4:]} {format_percent(metrics[key])}" for key in ("voc/AP", "voc/AP50", "voc/AP75"))
+            + ", ".join(f"{key[4:]} {format_metric(metrics[key])}" for key in ("voc/AP", "voc/AP50", "voc/AP75"))
         )
     return metrics
 

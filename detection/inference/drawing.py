@@ -29,6 +29,13 @@ def label_colour(label: int) -> tuple[int, int, int]:
     return PALETTE[(int(label) - 1) % len(PALETTE)]
 
 
+def contrasting_colour(colour: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black for a light ``colour``, white for a dark one (by luma, ITU-R BT.601): the edge drawn around
+    the class colour, so that a box stays visible on a background of its own colour, and the caption's text."""
+    red, green, blue = colour
+    return (0, 0, 0) if 0.299 * red + 0.587 * green + 0.114 * blue > 140 else (255, 255, 255)
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -86,7 +93,10 @@ def draw_boxes(
     image: np.ndarray, boxes: np.ndarray, captions: Sequence[str], colours: Sequence[tuple[int, int, int]]
 ) -> np.ndarray:
     """Draws ``boxes`` ``[n, 4]`` xyxy, in order, each with its caption and RGB colour, on a copy of
-    ``image`` (``uint8`` ``[H, W, 3]``); line width and font scale follow the image size."""
+    ``image`` (``uint8`` ``[H, W, 3]``); line width and font scale follow the image size.
+
+    Each outline is the colour, at least 2 px wide, between two 1 px lines of its contrasting colour;
+    the caption is written on a strip filled with the colour."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 [H, W, 3] RGB image, got {image.dtype} {list(image.shape)}")
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
@@ -96,7 +106,7 @@ def draw_boxes(
         )
     canvas = np.ascontiguousarray(image).copy()
     height, width = canvas.shape[:2]
-    thickness = max(1, round(min(height, width) / 300))
+    thickness = max(2, round(min(height, width) / 200))
     font_scale = max(0.35, min(height, width) / 1000)
     for box, caption, colour in zip(boxes, captions, colours):
         _draw_box(canvas, box, caption, colour, thickness, font_scale)
@@ -114,12 +124,14 @@ def write_picture(path: str | os.PathLike, image: np.ndarray) -> None:
 def _draw_box(
     canvas: np.ndarray, box: np.ndarray, text: str, colour: tuple[int, int, int], thickness: int, font_scale: float
 ) -> None:
-    """One rectangle and its caption on a filled strip above it (inside the image when at the top edge)."""
+    """One outlined rectangle and its caption on a filled strip above it (inside the image when at the top edge)."""
     x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    edge = contrasting_colour(colour)
+    cv2.rectangle(canvas, (x1, y1), (x2, y2), edge, thickness + 2)
     cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
     (text_width, text_height), baseline = cv2.getTextSize(text, FONT, font_scale, 1)
     strip_height = text_height + baseline + 2
     top = y1 - strip_height if y1 - strip_height >= 0 else y1
     cv2.rectangle(canvas, (x1, top), (x1 + text_width + 2, top + strip_height), colour, cv2.FILLED)
-    text_colour = (0, 0, 0) if sum(colour) > 450 else (255, 255, 255)
-    cv2.putText(canvas, text, (x1 + 1, top + text_height + 1), FONT, font_scale, text_colour, 1, lineType=cv2.LINE_AA)
+    cv2.rectangle(canvas, (x1, top), (x1 + text_width + 2, top + strip_height), edge, 1)
+    cv2.putText(canvas, text, (x1 + 1, top + text_height + 1), FONT, font_scale, edge, 1, lineType=cv2.LINE_AA)

@@ -49,7 +49,8 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     sorted, not recursive) or a glob pattern (its matches with an image extension; ``**`` recurses).
 
     Raises:
-        UserError: an input is neither an existing file or folder nor a pattern that matches a file.
+        UserError: an input is neither an existing file or folder nor a pattern that matches a file,
+            or is a folder without image files.
     """
     found: dict[Path, None] = {}
     for item in inputs:
@@ -58,6 +59,11 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             candidates = [path]
         elif path.is_dir():
             candidates = sorted(p for p in path.iterdir() if p.is_file() and _is_image_name(p))
+            if not candidates:
+                raise UserError(
+                    f"{item}: folder without image files (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}; "
+                    "subfolders are not searched, use a pattern such as 'folder/**/*.jpg')"
+                )
         else:
             candidates = sorted(
                 Path(p)

@@ -1,11 +1,11 @@
 """Inference results on disk: one drawn picture per image, one JSON file for the whole run."""
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json
 from .drawing import draw_detections, write_picture
 from .predictor import ImageDetections, ReadFailure
 
@@ -64,8 +64,7 @@ class PredictionWriter:
         """Writes the JSON file and returns its path."""
         path = self.output_dir / DETECTIONS_FILE
         content = {**self.metadata, "class_names": self.class_names, "images": self.images, "failed": self.failed}
-        with open(path, "w", encoding="utf-8") as file:
-            json.dump(content, file, indent=1)
+        write_json(path, content, indent=1)
         return path
 
     def _unique_name(self, stem: str) -> str:
