@@ -13,10 +13,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from backbones import list_backbones
-from detection.benchmark.report import markdown_report
-from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
-from detection.cli import add_device_argument, run_cli
+from detection.cli import add_device_argument, resolve_device, run_cli, tool_parser
 from detection.errors import UserError
 
 
@@ -32,7 +29,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--backbones", default="resnet101,vgg16", help="comma-separated registered backbones, or 'all'")
     parser.add_argument(
         "--reference",
@@ -73,12 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     rois = args.rois * len(args.size) if len(args.rois) == 1 else args.rois
     if len(rois) != len(args.size):
         raise UserError(f"--rois: give one value or one per --size ({len(args.size)}), got {len(args.rois)}")
+    device = resolve_device(args.device)
+    from backbones import list_backbones
+    from detection.benchmark.report import markdown_report
+    from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
+
     backbones = list_backbones() if args.backbones == "all" else [name for name in args.backbones.split(",") if name]
     options = BenchmarkOptions(
         backbones=tuple(backbones),
         reference=args.reference,
         settings=tuple(Setting(min_size, max_size, n) for (min_size, max_size), n in zip(args.size, rois)),
-        device=args.device,
+        device=device,
         warmup=args.warmup,
         repeats=args.repeats,
         train_steps=args.train_steps,

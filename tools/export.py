@@ -11,14 +11,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from detection.checkpoint import load_detector
-from detection.cli import run_cli
-from detection.inference.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
-from detection.modeling.fusion import optimize_for_inference
+from detection.cli import run_cli, tool_parser
+from detection.inference.formats import DEFAULT_OPSET, EXPORT_FORMATS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument("--format", choices=EXPORT_FORMATS, required=True, dest="export_format")
     parser.add_argument("--output", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
@@ -28,6 +26,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from detection.checkpoint import load_detector
+    from detection.inference.export import export_model
+    from detection.modeling.fusion import optimize_for_inference
+
     loaded = load_detector(args.checkpoint)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     export_model(optimize_for_inference(loaded.model), args.output, args.export_format, opset=args.opset)

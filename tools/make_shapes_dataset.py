@@ -6,10 +6,9 @@ The output is deterministic for a given seed and size. ``--dataset shapes`` in t
 ``$DETECTION_DATASETS/shapes`` (or ``./datasets/shapes``) and generates it there on first use.
 """
 
-import argparse
 from collections.abc import Sequence
 
-from detection.cli import run_cli
+from detection.cli import run_cli, tool_parser
 from detection.data import ShapesOptions, generate_shapes_dataset, resolve_dataset_root
 
 FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
@@ -17,7 +16,7 @@ FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = ShapesOptions()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", default=None, help="output folder (default: the cache folder of --dataset shapes)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="both", help="which layouts to write")
     parser.add_argument("--train", type=int, default=defaults.num_train, help="number of training images")

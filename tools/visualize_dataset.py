@@ -11,15 +11,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
-from detection.cli import add_config_arguments, config_from_arguments, run_cli
-from detection.data import ImageReadError, build_dataset, read_image
-from detection.inference.drawing import draw_annotation, write_picture
+from detection.cli import add_config_arguments, config_from_arguments, run_cli, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--split", help="default: the config's training split")
     parser.add_argument("--output-dir", default="output/dataset_gt")
@@ -31,8 +27,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_arguments(args)
+    from tqdm import tqdm
+
+    from detection.data import ImageReadError, dataset_from_config, read_image
+    from detection.inference.drawing import draw_annotation, write_picture
+
     split = args.split or config.data.train_split
-    dataset = build_dataset(config.data.dataset, split, root=config.data.root, train=False, classes=config.data.classes)
+    dataset = dataset_from_config(config.data, split, train=False)
     stop = len(dataset) if args.num_images == 0 else min(len(dataset), args.start + args.num_images)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,11 @@ from pycocotools.coco import COCO
 
 from .annotations import ImageAnnotation, clip_boxes
 from .dataset import BadImagePolicy, DetectionDataset
-from .errors import TRY_SHAPES, DatasetError, DatasetWarning
+from .errors import DatasetError, DatasetWarning
 from .transforms import DetectionAugmentation
 
-__all__ = ["CocoDetection", "COCO_LAYOUT"]
+__all__ = ["CocoDetection"]
 
-COCO_LAYOUT = "ROOT/annotations/instances_{split}.json and the images in ROOT/{split}/"
 _NUMBER = (int, float)
 
 
@@ -57,13 +56,12 @@ class CocoDetection(DetectionDataset):
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         if not self.annotation_file.is_file():
-            raise DatasetError(
-                f"COCO annotation file not found; expected layout {COCO_LAYOUT}; {TRY_SHAPES}",
-                self.annotation_file,
-            )
+            raise DatasetError("COCO annotation file not found", self.annotation_file)
         if not self.image_dir.is_dir():
             raise DatasetError(
-                f"COCO image folder not found; expected layout {COCO_LAYOUT}; {TRY_SHAPES}", self.image_dir
+                f"COCO image folder not found (the images of {self.annotation_file.name}, which its file_name "
+                "entries are relative to)",
+                self.image_dir,
             )
         data = _load_json(self.annotation_file)
         images = _validated_images(_top_level_list(data, "images", self.annotation_file), self.annotation_file)

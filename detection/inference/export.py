@@ -7,18 +7,13 @@ pixels, ``labels`` ``[n]`` (1..K) and ``scores`` ``[n]``.
 
 import os
 import warnings
-from typing import Literal
 
 import torch
 from torch import nn
 
 from ..errors import UserError
+from .formats import DEFAULT_OPSET, EXPORT_FORMATS, ExportFormat
 
-EXPORT_FORMATS = ("torchscript", "onnx")
-ExportFormat = Literal["torchscript", "onnx"]
-# torchvision's ONNX symbolics: roi_align and nms from opset 11; roi_align(aligned=True), the C4
-# default, needs opset 16.
-DEFAULT_OPSET = 16
 ONNX_INPUT_NAMES = ["image"]
 ONNX_OUTPUT_NAMES = ["boxes", "labels", "scores"]
 
