@@ -64,6 +64,16 @@ def analyze_coco_errors(
 ) -> ErrorBreakdown:
     """The breakdown of ``results`` (official results format) on the images ``image_ids`` and categories
     ``category_ids`` of a COCO-format ground truth ``dataset_json`` (read, not changed)."""
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress chatter
+        return _analyze(dataset_json, results, image_ids, category_ids)
+
+
+def _analyze(
+    dataset_json: Mapping[str, Any],
+    results: Sequence[Mapping[str, Any]],
+    image_ids: Sequence[int],
+    category_ids: Sequence[int],
+) -> ErrorBreakdown:
     image_ids = sorted(int(i) for i in image_ids)
     category_ids = [int(c) for c in category_ids]
     categories = {category["id"]: category for category in dataset_json["categories"]}
@@ -149,7 +159,6 @@ def _run(
     coco_eval.params.maxDets = [100]
     coco_eval.params.areaRng = [[0.0, 1e10]]
     coco_eval.params.areaRngLbl = ["all"]
-    with contextlib.redirect_stdout(io.StringIO()):  # progress chatter
-        coco_eval.evaluate()
-        coco_eval.accumulate()
+    coco_eval.evaluate()
+    coco_eval.accumulate()
     return np.asarray(coco_eval.eval["precision"])[:, :, :, 0, 0]
