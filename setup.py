@@ -36,6 +36,7 @@ setup(
             "onnxruntime>=1.18",
             "onnxscript>=0.1",
             "ruff>=0.6",
+            "setuptools>=70.1",  # tests/test_install.py builds the wheel without build isolation
         ],
     },
 )
