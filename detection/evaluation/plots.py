@@ -11,6 +11,7 @@ An evaluation writes, next to its results:
   then per class.
 """
 
+import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -97,7 +98,7 @@ def ap_bars_figure(series: Mapping[str, Mapping[str, float]], title: str) -> Fig
     ax = figure.subplots()
     positions = np.arange(len(rows))
     annotate = len(rows) * len(series) <= 60
-    for j, ((label, row_values), colour) in enumerate(zip(values.items(), _COLOURS)):
+    for j, ((label, row_values), colour) in enumerate(zip(values.items(), itertools.cycle(_COLOURS))):
         percent = np.array([100.0 * value for value in row_values])
         y = positions - 0.4 + height * (j + 0.5)
         bars = ax.barh(y, np.nan_to_num(percent), height=height, color=colour, label=label)
