@@ -15,7 +15,6 @@ from .data.catalog import list_datasets
 from .errors import ConfigError, UserError
 
 USER_ERRORS = (UserError, FileNotFoundError)
-LOGGER_NAME = "detection"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
@@ -117,11 +116,10 @@ def default_config_path(backbone: str | None, dataset: str | None) -> str:
 
 
 def _show_package_messages() -> None:
-    logger = logging.getLogger(LOGGER_NAME)
+    logger = logging.getLogger(__package__)
     if not logger.handlers:
         logger.addHandler(_StdoutHandler())
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 class _StdoutHandler(logging.Handler):

@@ -79,8 +79,8 @@ class VOCDetection(DetectionDataset):
         self.root = Path(root)
         class_to_label = {name: label for label, name in enumerate(classes, start=1)}
         if layout == "devkit":
-            image_sets = [(self.root / f"VOC{year}", _read_image_set(self.root / f"VOC{year}", name))
-                          for year, name in parse_voc_split(split)]  # fmt: skip
+            folders = [(self.root / f"VOC{year}", image_set) for year, image_set in parse_voc_split(split)]
+            image_sets = [(folder, _read_image_set(folder, image_set)) for folder, image_set in folders]
         elif layout == "folder":
             image_sets = [(self.root, _folder_image_ids(self.root, split))]
         else:
