@@ -9,6 +9,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["backbones", "detection", "detection.*"]),
+    # The shipped configs (the defaults of --backbone/--dataset, and bases of your own) are package data:
+    # detection/configs links to the top-level configs/ in the checkout, and is a real folder once installed.
+    package_data={"detection": ["configs/**/*.yaml"]},
     python_requires=">=3.10",
     install_requires=[
         # The registry's torchvision is a CUDA build and needs the registry's CUDA torch (it runs
@@ -22,6 +25,7 @@ setup(
         "PyYAML>=6.0",
         "pydantic>=2.0",
         "tqdm>=4.66",
+        "matplotlib>=3.7",
     ],
     extras_require={
         "dev": [
@@ -32,6 +36,7 @@ setup(
             "onnxruntime>=1.18",
             "onnxscript>=0.1",
             "ruff>=0.6",
+            "setuptools>=70.1",  # tests/test_install.py builds the wheel without build isolation
         ],
     },
 )

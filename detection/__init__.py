@@ -3,8 +3,9 @@
 The public names below are imported on first use, so that ``import detection.config`` (or a tool's
 ``--help``) does not load torch and torchvision.
 
-    >>> from detection import build_detector
+    >>> from detection import build_detector, fasterrcnn_resnet101_c4
     >>> model = build_detector("resnet101", num_classes=81)
+    >>> model = fasterrcnn_resnet101_c4(weights="output/coco_resnet101/model_final.pth")  # torchvision's way
 """
 
 import importlib
@@ -16,6 +17,12 @@ _PUBLIC = {
     "SingleLevelRoIAlign": "detection.modeling.poolers",
     "SingleLevelRoIPool": "detection.modeling.poolers",
     "build_pooler": "detection.modeling.poolers",
+    "fasterrcnn_resnet18_c4": "detection.modeling.zoo",
+    "fasterrcnn_resnet34_c4": "detection.modeling.zoo",
+    "fasterrcnn_resnet50_c4": "detection.modeling.zoo",
+    "fasterrcnn_resnet101_c4": "detection.modeling.zoo",
+    "fasterrcnn_resnet152_c4": "detection.modeling.zoo",
+    "fasterrcnn_vgg16": "detection.modeling.zoo",
 }
 
 __all__ = sorted(_PUBLIC)

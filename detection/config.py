@@ -1,8 +1,9 @@
 """Typed experiment configuration: YAML files in ``configs/``, command-line overrides, validation.
 
 A config file is a mapping with the sections of :class:`Config`. It may start from other files with
-``_base_: other.yaml`` (a path relative to the file, or a list of them); later values win, mappings merge
-key by key. Overrides are ``section.key=value`` strings whose value is parsed as YAML
+``_base_: other.yaml`` (a path relative to the file, or a list of them; a path that is not there is looked
+up among the shipped configs, so ``_base_: custom/base.yaml`` works from any folder); later values win,
+mappings merge key by key. Overrides are ``section.key=value`` strings whose value is parsed as YAML
 (``solver.base_lr=0.01``, ``model.anchor_sizes=[32,64,128]``, ``model.weights=null``). Unknown keys and
 values of the wrong type are errors that name the key.
 """
@@ -14,15 +15,19 @@ import os
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from .data.catalog import configured_dataset, list_datasets
 from .errors import ConfigError
 from .modeling.options import DetectorOptions
 
-DATASET_METRICS = {"coco": "coco", "shapes": "coco", "voc": "voc"}
+# The shipped configs: package data of the installed package (in the checkout, this folder is a link to
+# the top-level configs/).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BEST_METRIC = {"coco": "bbox/AP", "voc": "voc/mAP"}
 
 
@@ -75,18 +80,61 @@ class ModelConfig(DetectorOptions):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset, splits and loading."""
+    """Dataset, splits and loading.
 
-    dataset: str = "shapes"  # coco | voc | shapes
+    ``dataset`` is a registered name (``coco``, ``voc``, ``shapes``, or see
+    :func:`detection.data.register_dataset`), or the name you give your own files: a COCO json per split
+    (``train_json``/``test_json`` and their ``*_images`` folders) or a VOC-format folder (``voc_folder``).
+    Relative file paths are relative to ``root`` when it is set, else to the working folder.
+    """
+
+    dataset: str = "shapes"
     root: str | None = None  # None: $DETECTION_DATASETS/<dataset> or ./datasets/<dataset>
     train_split: str = "train"
     test_split: str = "val"
+    train_json: str | None = None  # your own COCO-format training annotations
+    train_images: str | None = None  # their image folder; None: the json's folder
+    test_json: str | None = None  # your own COCO-format evaluation annotations
+    test_images: str | None = None
+    voc_folder: str | None = None  # your own VOC-format folder: Annotations/, JPEGImages/, [ImageSets/Main/]
     classes: tuple[str, ...] | None = None  # a custom class list (VOC names, or COCO category names)
     keep_empty: bool = False  # train on images without objects as negatives
     num_workers: int = 2  # per process
     aspect_ratio_grouping: bool = True
     on_bad_image: Literal["raise", "skip"] = "raise"
     augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
+
+    def __post_init__(self) -> None:
+        coco_files = self.train_json is not None or self.test_json is not None
+        for images, json_key in (("train_images", "train_json"), ("test_images", "test_json")):
+            if getattr(self, images) is not None and getattr(self, json_key) is None:
+                raise ValueError(f"{images} is set without {json_key}, the COCO json of those images")
+        if coco_files and (self.train_json is None or self.test_json is None):
+            missing = "test_json" if self.test_json is None else "train_json"
+            raise ValueError(
+                f"{missing} is missing: a dataset of COCO files needs train_json and test_json (they may be the "
+                "same file)"
+            )
+        if coco_files and self.voc_folder is not None:
+            raise ValueError("voc_folder and train_json/test_json describe two datasets; give one")
+        if coco_files and self.train_split == self.test_split and self.train_json != self.test_json:
+            raise ValueError(f"train_split and test_split are both {self.train_split!r} but name different files")
+        if (coco_files or self.voc_folder is not None) and self.dataset in list_datasets():
+            raise ValueError(
+                f"dataset {self.dataset!r} is a registered dataset, but the config gives files of its own; name "
+                "your dataset (e.g. data.dataset=my_data)"
+            )
+
+    def with_registered_dataset(self, dataset: str, root: str | None = None) -> "DataConfig":
+        """These loading options for the registered dataset ``dataset`` at ``root`` (own files cleared)."""
+        own_files = ("train_json", "train_images", "test_json", "test_images", "voc_folder")
+        return dataclasses.replace(self, dataset=dataset, root=root, **dict.fromkeys(own_files))
+
+    @property
+    def metric(self) -> str:
+        """The dataset's evaluation, ``coco`` or ``voc``: a VOC-format folder and ``voc`` are scored with
+        the VOC devkit's AP, everything else with COCOeval."""
+        return configured_dataset(self).metric
 
 
 @dataclass(frozen=True)
@@ -149,6 +197,7 @@ class TestConfig:
     coco_backend: Literal["pycocotools", "faster"] = "pycocotools"
     voc_method: Literal["11point", "area"] = "11point"
     vis_images: int = 4  # validation images drawn with their predictions in TensorBoard
+    figures: bool = True  # precision/recall, per-class AP and (COCO) error analysis PNGs, also in TensorBoard
 
 
 @dataclass(frozen=True)
@@ -164,7 +213,7 @@ class Config:
 
     @property
     def metric(self) -> str:
-        return self.test.metric or DATASET_METRICS.get(self.data.dataset, "coco")
+        return self.test.metric or self.data.metric
 
     @property
     def best_metric_name(self) -> str:
@@ -173,7 +222,12 @@ class Config:
 
 
 def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Reads a YAML config (or the defaults when ``path`` is None) and applies ``key=value`` overrides."""
+    """Reads a YAML config (or the defaults when ``path`` is None) and applies ``key=value`` overrides.
+
+    A relative ``path`` that is not in the working folder is looked up among the shipped configs (with or
+    without a leading ``configs/``), so ``configs/coco/resnet101.yaml`` works from any folder.
+    """
+    path = os.fspath(find_config(path)) if path else None
     raw = _read_yaml_with_bases(path, seen=()) if path else {}
     for override in overrides:
         _apply_override(raw, override)
@@ -205,6 +259,22 @@ def save_config(config: Config, path: str) -> None:
         yaml.safe_dump(config_to_dict(config), file, sort_keys=False)
 
 
+def find_config(path: str | os.PathLike) -> Path:
+    """``path`` if it exists; else, for a relative path, the shipped config of that name (``coco/base.yaml``
+    or ``configs/coco/base.yaml``); else a :class:`ConfigError` naming both places."""
+    path = Path(path)
+    if path.is_file() or path.is_absolute():
+        return path
+    shipped = _shipped_config(path)
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {path} (neither in the working folder nor shipped as {shipped})")
+
+
+def _shipped_config(path: Path) -> Path:
+    return CONFIG_DIR / (path.relative_to("configs") if path.parts[:1] == ("configs",) else path)
+
+
 def _read_yaml_with_bases(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     path = os.path.abspath(path)
     if path in seen:
@@ -221,7 +291,10 @@ def _read_yaml_with_bases(path: str, seen: tuple[str, ...]) -> dict[str, Any]:
     bases = data.pop("_base_", [])
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
-        _merge(merged, _read_yaml_with_bases(os.path.join(os.path.dirname(path), base), seen + (path,)))
+        local = os.path.join(os.path.dirname(path), base)
+        shipped = _shipped_config(Path(base))
+        base_path = shipped if not os.path.isfile(local) and shipped.is_file() else local
+        _merge(merged, _read_yaml_with_bases(base_path, seen + (path,)))
     _merge(merged, data)
     return merged
 

@@ -55,7 +55,7 @@ def read_only_folder(tmp_path: Path):
         subprocess.run([chattr, "-i", str(folder)], check=True)
 
 
-# tool, its arguments before the output, the output option, whether the option names a file
+# tool, its arguments before the output, the output option (or the positional's name), whether it names a file
 TOOLS = [
     ("train_det", ["--dataset", "shapes"], "--output-dir", False),
     ("eval_det", ["--checkpoint", "{checkpoint}"], "--output-dir", False),
@@ -64,6 +64,8 @@ TOOLS = [
     ("benchmark", ["--backbones", "resnet18", "--no-reference"], "--output", True),
     ("make_shapes_dataset", ["--train", "2", "--val", "1"], "--out", False),
     ("visualize_dataset", ["--dataset", "shapes"], "--output-dir", False),
+    ("convert_detectron2", ["{checkpoint}"], "OUTPUT", True),
+    ("compare", ["{checkpoint}", "{checkpoint}"], "--output-dir", False),
 ]
 
 
@@ -78,7 +80,7 @@ def test_every_tool_refuses_an_output_under_a_regular_file_before_any_work(
     if is_file:
         output = output / "result.json"
     with pytest.raises(UserError) as info:
-        load_tool(tool).main(argv + [option, str(output)])
+        load_tool(tool).main(argv + ([option] if option.startswith("--") else []) + [str(output)])
     assert str(info.value) == f"{option} {output}: cannot write there ({regular_file} is a file, not a folder)"
     assert capsys.readouterr().out == ""  # nothing measured, generated or loaded first
 

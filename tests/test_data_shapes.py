@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from inference_helpers import load_tool
 
-import detection.data.build
+import detection.data.shapes
 from detection.data import (
     SHAPES_CLASSES,
     DatasetError,
@@ -100,7 +100,7 @@ def test_ensure_generates_once_then_reuses(tmp_path):
 def test_shapes_by_name_generates_into_the_env_var_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTION_DATASETS", str(tmp_path))
     monkeypatch.setattr(
-        detection.data.build, "ensure_shapes_dataset", functools.partial(ensure_shapes_dataset, options=SMALL)
+        detection.data.shapes, "ensure_shapes_dataset", functools.partial(ensure_shapes_dataset, options=SMALL)
     )
     dataset = build_dataset("shapes", "val", train=False)
     assert (tmp_path / "shapes" / "shapes.json").is_file()

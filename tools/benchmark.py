@@ -11,10 +11,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from backbones import list_backbones
-from detection.benchmark.report import markdown_report
-from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
-from detection.cli import add_device_argument, prepare_output_file, resolve_device, run_cli
+from detection.cli import add_device_argument, prepare_output_file, resolve_device, run_cli, tool_parser
 from detection.errors import UserError
 from detection.files import write_json
 
@@ -31,7 +28,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--backbones", default="resnet101,vgg16", help="comma-separated registered backbones, or 'all'")
     parser.add_argument(
         "--reference",
@@ -73,12 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(rois) != len(args.size):
         raise UserError(f"--rois: give one value or one per --size ({len(args.size)}), got {len(args.rois)}")
     prepare_output_file(args.output, "--output")
+    device = resolve_device(args.device)
+    from backbones import list_backbones
+    from detection.benchmark.report import markdown_report
+    from detection.benchmark.runner import BenchmarkOptions, Setting, run_benchmark
+
     backbones = list_backbones() if args.backbones == "all" else [name for name in args.backbones.split(",") if name]
     options = BenchmarkOptions(
         backbones=tuple(backbones),
         reference=args.reference,
         settings=tuple(Setting(min_size, max_size, n) for (min_size, max_size), n in zip(args.size, rois)),
-        device=resolve_device(args.device),
+        device=device,
         warmup=args.warmup,
         repeats=args.repeats,
         train_steps=args.train_steps,

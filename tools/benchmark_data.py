@@ -6,18 +6,17 @@ Measures what the training loop would get: read, decode, augment, to tensor, col
 from the worker. The first batch (worker start-up) is not timed.
 """
 
-import argparse
 import itertools
 import time
 from collections.abc import Sequence
 
-from detection.cli import run_cli
-from detection.data import AugmentationOptions, build_dataset, build_train_loader, dataset_names
+from detection.cli import run_cli, tool_parser
+from detection.data.catalog import list_datasets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=dataset_names(), default="shapes")
+    parser = tool_parser(__doc__)
+    parser.add_argument("--dataset", choices=list_datasets(), default="shapes", help="a registered dataset")
     parser.add_argument("--split", default="train", help="e.g. train (shapes), train2017 (coco), 2007_trainval (voc)")
     parser.add_argument("--data-root", default=None, help="the dataset's own folder")
     parser.add_argument("--num-workers", type=int, default=1)
@@ -25,6 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=400, help="images to time")
     parser.add_argument("--all-augmentations", action="store_true", help="add colour jitter and crop to the flip")
     args = parser.parse_args(argv)
+    from detection.data import AugmentationOptions, build_dataset, build_train_loader
 
     if args.all_augmentations:
         augmentation, described = AugmentationOptions(color_jitter=0.8, crop=0.5), "flip, colour jitter, crop"

@@ -12,9 +12,11 @@ See docs/detectron2.md.
 import argparse
 from collections.abc import Sequence
 
+from detection.cli import prepare_output_file, run_cli, tool_parser
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("input", metavar="INPUT", help="detectron2 checkpoint (.pkl or .pth)")
     parser.add_argument("output", metavar="OUTPUT", help="checkpoint to write (.pth)")
     parser.add_argument(
@@ -26,7 +28,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from detection.modeling.detectron2 import write_converted_checkpoint
+    prepare_output_file(args.output, "OUTPUT")
+    from detection.modeling.detectron2 import write_converted_checkpoint  # torch: once the arguments are checked
 
     summary = write_converted_checkpoint(args.input, args.output, args.classes, args.num_classes)
     print(
@@ -37,6 +40,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from detection.cli import run_cli
-
     run_cli(main)

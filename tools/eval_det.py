@@ -2,8 +2,11 @@
 
     python tools/eval_det.py --checkpoint output/shapes/model_final.pth --dataset shapes
     python tools/eval_det.py --checkpoint model.pth --dataset voc --data-root datasets/VOCdevkit --split 2007_test
+    python tools/eval_det.py --checkpoint output/widgets/model_final.pth     # your own data, as trained
 
-Writes the results (COCO results json or devkit files) and metrics.json to --output-dir.
+Writes the results (COCO results json or devkit files), metrics.json, evaluation.json (what was evaluated,
+for tools/compare.py) and the figures (precision/recall curves, per-class AP, COCO error analysis) to
+--output-dir.
 """
 
 import argparse
@@ -11,29 +14,32 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
-from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli
+from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli, tool_parser
 from detection.config import Config
-from detection.errors import CheckpointError, ConfigError
-from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
-from detection.files import write_json
+from detection.data.catalog import list_datasets
+from detection.errors import ConfigError
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument(
-        "--dataset", choices=("coco", "voc", "shapes"), help="default: the dataset the checkpoint was trained on"
+        "--dataset", choices=list_datasets(), help="a registered dataset (default: the checkpoint's own dataset)"
     )
     parser.add_argument(
         "--data-root", help="the dataset's root folder (default: the checkpoint's, then $DETECTION_DATASETS)"
     )
     parser.add_argument("--split", help="split to evaluate (default: the config's test split)")
     parser.add_argument("--output-dir", help="default: <checkpoint folder>/eval_<dataset>_<split>")
-    parser.add_argument("--metric", choices=("coco", "voc"), help="default: coco for coco/shapes, voc for voc")
+    parser.add_argument("--metric", choices=("coco", "voc"), help="default: the dataset's (voc for VOC formats)")
     parser.add_argument("--coco-backend", choices=("pycocotools", "faster"), help="'faster' needs faster-coco-eval")
     parser.add_argument("--voc-method", choices=("11point", "area"), help="VOC2007 11-point (default) or VOC2010+ area")
     parser.add_argument("--voc-coco-style", action="store_true", help="also report VOC AP over IoU 0.50:0.95")
+    parser.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        help="write the PNG figures (default: the config's test.figures, on unless turned off)",
+    )
     parser.add_argument("--batch-size", type=int, help="images per inference batch")
     parser.add_argument("--num-workers", type=int, help="data loading workers")
     add_device_argument(parser)
@@ -42,44 +48,54 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.device = resolve_device(args.device)
+    device = resolve_device(args.device)
+    from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
+    from detection.errors import CheckpointError
+    from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
+    from detection.evaluation.records import save_evaluation
+
     checkpoint = load_checkpoint(args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
     split = args.split or config.data.test_split
     output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
     prepare_output_dir(output_dir, "--output-dir")
-    dataset = build_evaluation_dataset(config, args.split)
-    loaded = detector_from_checkpoint(
-        checkpoint, args.checkpoint, device=args.device, num_classes=len(dataset.class_names) + 1
-    )
+    dataset = build_evaluation_dataset(config, split)
+    num_classes = len(dataset.class_names) + 1
+    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=device, num_classes=num_classes)
     if list(dataset.class_names) != loaded.class_names:
         raise CheckpointError(
             f"{args.checkpoint}: trained for the classes {loaded.class_names}, "
             f"the dataset has {list(dataset.class_names)}"
         )
     metrics = evaluate_model(
-        loaded.model, dataset, config, device=args.device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
+        loaded.model, dataset, config, device=device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
     )
-    write_json(output_dir / "metrics.json", metrics)
-    print(f"Wrote the results and metrics.json to {output_dir}")
+    save_evaluation(
+        output_dir, metrics, config, split, images=len(dataset), checkpoint=args.checkpoint, iteration=loaded.iteration
+    )
+    figures = ", the figures" if config.test.figures else ""
+    print(f"Wrote the results, metrics.json, evaluation.json{figures} to {output_dir}")
     return 0
 
 
 def _with_arguments(config: Config, args: argparse.Namespace) -> Config:
     """The checkpoint's config with the command line's dataset and test options."""
-    data = _given(root=args.data_root, num_workers=args.num_workers)
-    if args.dataset and args.dataset != config.data.dataset:
+    data = config.data
+    if args.dataset and args.dataset != data.dataset:
         if not args.split:
             raise ConfigError(
-                f"the checkpoint was trained on {config.data.dataset!r}; with --dataset {args.dataset} pass --split too"
+                f"the checkpoint was trained on {data.dataset!r}; with --dataset {args.dataset} pass --split too"
             )
-        data.update(dataset=args.dataset, root=args.data_root)  # the stored root is the other dataset's
+        data = data.with_registered_dataset(args.dataset, args.data_root)  # the stored root is the other dataset's
+    data = dataclasses.replace(data, **_given(root=args.data_root, num_workers=args.num_workers))
     test = _given(
-        metric=args.metric, coco_backend=args.coco_backend, voc_method=args.voc_method, images_per_batch=args.batch_size
+        metric=args.metric,
+        coco_backend=args.coco_backend,
+        voc_method=args.voc_method,
+        images_per_batch=args.batch_size,
+        figures=args.figures,
     )
-    return dataclasses.replace(
-        config, data=dataclasses.replace(config.data, **data), test=dataclasses.replace(config.test, **test)
-    )
+    return dataclasses.replace(config, data=data, test=dataclasses.replace(config.test, **test))
 
 
 def _given(**values):

@@ -12,14 +12,12 @@ A TorchScript file loads only after `import torchvision` (its detection operator
 import argparse
 from collections.abc import Sequence
 
-from detection.checkpoint import load_detector
-from detection.cli import prepare_output_file, run_cli
-from detection.inference.export import DEFAULT_OPSET, EXPORT_FORMATS, export_model
-from detection.modeling.fusion import optimize_for_inference
+from detection.cli import prepare_output_file, run_cli, tool_parser
+from detection.inference.formats import DEFAULT_OPSET, EXPORT_FORMATS
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument("--format", choices=EXPORT_FORMATS, required=True, dest="export_format")
     parser.add_argument("--output", required=True, help="file to write (.pt for TorchScript, .onnx for ONNX)")
@@ -30,6 +28,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     prepare_output_file(args.output, "--output")
+    from detection.checkpoint import load_detector
+    from detection.inference.export import export_model
+    from detection.modeling.fusion import optimize_for_inference
+
     loaded = load_detector(args.checkpoint)
     check = export_model(
         optimize_for_inference(loaded.model),

@@ -12,17 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tqdm import tqdm
-
-from detection.checkpoint import load_detector
-from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli
-from detection.inference.predictor import Predictor, ReadFailure, find_images
-from detection.inference.writer import PredictionWriter
-from detection.modeling.fusion import optimize_for_inference
+from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     parser.add_argument("--output-dir", default="output/infer", help="where the pictures and detections.json go")
@@ -37,12 +31,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.device = resolve_device(args.device)
+    device = resolve_device(args.device)
+    from tqdm import tqdm
+
+    from detection.checkpoint import load_detector
+    from detection.inference.predictor import Predictor, ReadFailure, find_images
+    from detection.inference.writer import PredictionWriter
+    from detection.modeling.fusion import optimize_for_inference
+
     paths = find_images(args.inputs)
     prepare_output_dir(args.output_dir, "--output-dir")
-    loaded = load_detector(args.checkpoint, device=args.device)
+    loaded = load_detector(args.checkpoint, device=device)
     model = optimize_for_inference(loaded.model, fold_bn=True, channels_last=args.channels_last)
-    predictor = Predictor(model, args.device, batch_size=args.batch_size, score_thresh=args.score_thresh)
+    predictor = Predictor(model, device, batch_size=args.batch_size, score_thresh=args.score_thresh)
     writer = PredictionWriter(
         args.output_dir,
         loaded.class_names,

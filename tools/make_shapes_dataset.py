@@ -8,11 +8,10 @@ as a whole (generated beside it, then swapped in); a folder holding anything els
 and generates it there on first use.
 """
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from detection.cli import prepare_output_dir, run_cli
+from detection.cli import prepare_output_dir, run_cli, tool_parser
 from detection.data import ShapesOptions, replace_shapes_dataset, resolve_dataset_root
 
 FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
@@ -20,7 +19,7 @@ FORMATS = {"coco": ("coco",), "voc": ("voc",), "both": ("coco", "voc")}
 
 def main(argv: Sequence[str] | None = None) -> int:
     defaults = ShapesOptions()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     parser.add_argument("--out", default=None, help="output folder (default: the cache folder of --dataset shapes)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="both", help="which layouts to write")
     parser.add_argument("--train", type=int, default=defaults.num_train, help="number of training images")

@@ -3,21 +3,24 @@
     python tools/train_det.py --backbone resnet18 --dataset shapes
     python tools/train_det.py --backbone resnet101 --dataset coco --opts solver.images_per_batch=16
     python tools/train_det.py --config configs/voc/vgg16.yaml --resume
+    python tools/train_det.py --config configs/custom/base.yaml --opts data.dataset=widgets \
+        data.train_json=my_data/train.json data.test_json=my_data/val.json data.train_images=my_data/images \
+        data.test_images=my_data/images
     torchrun --standalone --nproc_per_node 8 tools/train_det.py --backbone resnet101 --dataset coco
 
-See docs/training.md for configs, overrides, resuming, fine-tuning, multi-GPU/multi-node and AMP.
+See docs/training.md for configs, overrides, resuming, fine-tuning, multi-GPU/multi-node and AMP, and
+docs/datasets.md for training on your own data.
 """
 
 import argparse
 import dataclasses
 from collections.abc import Sequence
 
-from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli
-from detection.engine import RunOptions, run_training
+from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument(
         "--output-dir", help="where logs, events, config.yaml and checkpoints go (overrides output_dir)"
@@ -44,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device:
         config = dataclasses.replace(config, device=args.device)
     prepare_output_dir(config.output_dir, "--output-dir" if args.output_dir else "output_dir")
+    from detection.engine import RunOptions, run_training  # torch: once the arguments and config are checked
+
     return run_training(config, RunOptions(resume=args.resume, weights=args.weights, eval_only=args.eval_only))
 
 

@@ -7,19 +7,16 @@ Unreadable images are reported and skipped; the exit code is 1 if any was.
 """
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tqdm import tqdm
-
-from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli
-from detection.data import ImageReadError, build_dataset, read_image
-from detection.inference.drawing import draw_annotation, write_picture
+from detection.cli import add_config_arguments, config_from_arguments, prepare_output_dir, run_cli, tool_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = tool_parser(__doc__)
     add_config_arguments(parser)
     parser.add_argument("--split", help="default: the config's training split")
     parser.add_argument("--output-dir", default="output/dataset_gt")
@@ -31,17 +28,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = config_from_arguments(args)
+    from tqdm import tqdm
+
+    from detection.data import ImageReadError, dataset_from_config, read_image
+    from detection.inference.drawing import draw_annotation, write_picture
+
     split = args.split or config.data.train_split
     output_dir = prepare_output_dir(args.output_dir, "--output-dir")
     # on_bad_image="skip": a missing image is one warning up front, then reported below with the unreadable ones
-    dataset = build_dataset(
-        config.data.dataset,
-        split,
-        root=config.data.root,
-        train=False,
-        classes=config.data.classes,
-        on_bad_image="skip",
-    )
+    dataset = dataset_from_config(dataclasses.replace(config.data, on_bad_image="skip"), split, train=False)
     stop = len(dataset) if args.num_images == 0 else min(len(dataset), args.start + args.num_images)
     failed = 0
     for index in tqdm(range(args.start, stop), unit="image", desc=f"{config.data.dataset} {split}"):

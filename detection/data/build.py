@@ -1,13 +1,13 @@
-"""Datasets by name, their root folders, and the training and evaluation loaders."""
+"""Building datasets (by registered name, or as a config describes them) and the training and evaluation loaders."""
 
 import os
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 from torch.utils.data import BatchSampler
 
 from ..distributed import get_rank, get_world_size
-from .coco import COCO_LAYOUT, CocoDetection
+from .catalog import DATASETS_ENV_VAR, DEFAULT_DATASETS_DIR, RegisteredDataset, configured_dataset, get_dataset
 from .dataset import BadImagePolicy, DetectionDataset
 from .errors import TRY_SHAPES, DatasetError
 from .loader import DetectionDataLoader
@@ -18,41 +18,9 @@ from .samplers import (
     TrainingSampler,
     aspect_ratio_group_ids,
 )
-from .shapes import SHAPES_SPLITS, ensure_shapes_dataset
 from .transforms import AugmentationOptions, DetectionAugmentation
-from .voc import VOC_CLASSES, VOC_LAYOUT, VOCDetection
 
-__all__ = [
-    "DATASETS_ENV_VAR",
-    "DEFAULT_DATASETS_DIR",
-    "DATASET_FOLDERS",
-    "build_dataset",
-    "build_test_loader",
-    "build_train_loader",
-    "dataset_names",
-    "resolve_dataset_root",
-]
-
-DATASETS_ENV_VAR = "DETECTION_DATASETS"
-DEFAULT_DATASETS_DIR = "datasets"
-# Folder of each dataset under $DETECTION_DATASETS or ./datasets.
-DATASET_FOLDERS = {"coco": "coco", "voc": "VOCdevkit", "shapes": "shapes"}
-_LAYOUTS = {"coco": COCO_LAYOUT, "voc": VOC_LAYOUT}  # shapes is generated when missing
-
-
-def dataset_names() -> tuple[str, ...]:
-    """The names :func:`build_dataset` knows."""
-    return tuple(DATASET_FOLDERS)
-
-
-def resolve_dataset_root(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The dataset's own folder: ``root`` if given, else ``$DETECTION_DATASETS/<folder>``, else
-    ``./datasets/<folder>``, where ``<folder>`` is ``coco``, ``VOCdevkit`` or ``shapes``."""
-    _check_name(name)
-    if root is not None:
-        return Path(root)
-    parent = os.environ.get(DATASETS_ENV_VAR) or DEFAULT_DATASETS_DIR
-    return Path(parent) / DATASET_FOLDERS[name]
+__all__ = ["build_dataset", "build_test_loader", "build_train_loader", "dataset_from_config"]
 
 
 def build_dataset(
@@ -66,14 +34,16 @@ def build_dataset(
     on_bad_image: BadImagePolicy = "raise",
     classes: Sequence[str] | None = None,
 ) -> DetectionDataset:
-    """A dataset by name.
+    """A split of a registered dataset (``coco``, ``voc``, ``shapes``, or one of
+    :func:`~detection.data.list_datasets`).
 
     Args:
-        name: ``"coco"``, ``"voc"`` or ``"shapes"``.
+        name: the registered name.
         split: COCO: any ``{split}`` of ``annotations/instances_{split}.json`` (``"train2017"``);
             VOC: ``YEAR_SPLIT`` pairs joined by ``+`` (``"2007_trainval+2012_trainval"``);
-            shapes: ``"train"`` or ``"val"`` (its COCO format, generated on first use).
-        root: the dataset's own folder (see :func:`resolve_dataset_root`).
+            shapes: ``"train"`` or ``"val"`` (its COCO format, generated on first use); a registered
+            dataset: one of its splits.
+        root: the dataset's own folder (see :func:`~detection.data.resolve_dataset_root`).
         train: training (augmentation, images without targets dropped) or evaluation (no
             augmentation, every image kept).
         augmentation: training augmentation; default :class:`AugmentationOptions()` (horizontal
@@ -82,7 +52,7 @@ def build_dataset(
             False). Evaluation datasets always keep every image.
         on_bad_image: ``"raise"`` on an unreadable image, or ``"skip"`` it with a warning.
         classes: class names in label order (VOC default: the 20 classes; COCO default: every
-            category by id).
+            category by id; a VOC-format folder: the names in its XML files, sorted).
 
     Every listed image file is checked to exist and not be empty (no decoding), see
     :meth:`DetectionDataset.check_image_files`.
@@ -91,21 +61,62 @@ def build_dataset(
         DatasetError: unknown name, missing root or annotation file, malformed annotations, missing
             or empty image files (with ``on_bad_image="raise"``).
     """
+    return _build(
+        get_dataset(name),
+        split,
+        root,
+        train=train,
+        augmentation=augmentation,
+        keep_empty=keep_empty,
+        on_bad_image=on_bad_image,
+        classes=classes,
+    )
+
+
+def dataset_from_config(data: Any, split: str, *, train: bool) -> DetectionDataset:
+    """Split ``split`` of the dataset a :class:`~detection.config.DataConfig` describes: a registered name,
+    or its files (``data.train_json``, ``data.voc_folder``, ...), with its loading options, and for
+    training its augmentation and ``keep_empty``."""
+    return _build(
+        configured_dataset(data),
+        split,
+        data.root,
+        train=train,
+        augmentation=data.augmentation if train else None,
+        keep_empty=data.keep_empty if train else None,
+        on_bad_image=data.on_bad_image,
+        classes=data.classes,
+    )
+
+
+def _build(
+    entry: RegisteredDataset,
+    split: str,
+    root: str | os.PathLike | None,
+    *,
+    train: bool,
+    augmentation: AugmentationOptions | None,
+    keep_empty: bool | None,
+    on_bad_image: BadImagePolicy,
+    classes: Sequence[str] | None,
+) -> DetectionDataset:
     if augmentation is not None and not train:
         raise ValueError("augmentation is for training datasets (train=True) only")
-    dataset_root = resolve_dataset_root(name, root)
-    if name != "shapes" and not dataset_root.is_dir():
+    dataset_root = entry.resolve_root(root)
+    if entry.layout is not None and not (dataset_root is not None and dataset_root.is_dir()):
         raise DatasetError(
-            f"{name} dataset folder not found (from {_root_origin(root)}); expected layout there: "
-            f"{_LAYOUTS[name]}; {TRY_SHAPES}",
+            f"{entry.name} dataset folder not found (from {_root_origin(root)}); expected layout there: "
+            f"{entry.layout}; {TRY_SHAPES}",
             dataset_root,
         )
-    options = {
-        "transforms": DetectionAugmentation(augmentation) if train else None,
-        "keep_empty": bool(keep_empty) if train else True,
-        "on_bad_image": on_bad_image,
-    }
-    dataset = _BUILDERS[name](dataset_root, split, classes, options)
+    dataset = entry.build(
+        split,
+        dataset_root,
+        classes=classes,
+        transforms=DetectionAugmentation(augmentation) if train else None,
+        keep_empty=bool(keep_empty) if train else True,
+        on_bad_image=on_bad_image,
+    )
     dataset.check_image_files()
     return dataset
 
@@ -153,35 +164,9 @@ def _loader(dataset: DetectionDataset, batch_sampler, num_workers: int) -> Detec
     return DetectionDataLoader(dataset, batch_sampler, num_workers=num_workers)
 
 
-def _check_name(name: str) -> None:
-    if name not in DATASET_FOLDERS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_FOLDERS)}")
-
-
 def _root_origin(root: str | os.PathLike | None) -> str:
     if root is not None:
         return "--data-root"
     if os.environ.get(DATASETS_ENV_VAR):
         return f"${DATASETS_ENV_VAR}"
     return f"the default ./{DEFAULT_DATASETS_DIR}; set --data-root or ${DATASETS_ENV_VAR}"
-
-
-def _build_coco(root: Path, split: str, classes: Sequence[str] | None, options: dict) -> CocoDetection:
-    return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", classes=classes, **options)
-
-
-def _build_voc(root: Path, split: str, classes: Sequence[str] | None, options: dict) -> VOCDetection:
-    return VOCDetection(root, split, classes=classes if classes is not None else VOC_CLASSES, **options)
-
-
-def _build_shapes(root: Path, split: str, classes: Sequence[str] | None, options: dict) -> CocoDetection:
-    if split not in SHAPES_SPLITS:
-        raise DatasetError(f"unknown shapes split {split!r}; expected one of {', '.join(SHAPES_SPLITS)}")
-    return _build_coco(ensure_shapes_dataset(root) / "coco", split, classes, options)
-
-
-_BUILDERS: dict[str, Callable[[Path, str, Sequence[str] | None, dict], DetectionDataset]] = {
-    "coco": _build_coco,
-    "voc": _build_voc,
-    "shapes": _build_shapes,
-}

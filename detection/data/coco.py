@@ -14,10 +14,10 @@ from pycocotools.coco import COCO
 
 from .annotations import ImageAnnotation, clip_boxes
 from .dataset import BadImagePolicy, DetectionDataset
-from .errors import TRY_SHAPES, DatasetError, DatasetWarning
+from .errors import DatasetError, DatasetWarning
 from .transforms import DetectionAugmentation
 
-__all__ = ["COCO_CLASSES", "COCO_LAYOUT", "CocoDetection"]
+__all__ = ["COCO_CLASSES", "CocoDetection"]
 
 # The 80 category names of instances_*.json 2014/2017, in category-id order (ids 1..90 with gaps): the
 # class order of every detector trained on COCO, detectron2's included.
@@ -32,7 +32,6 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )  # fmt: skip
-COCO_LAYOUT = "ROOT/annotations/instances_{split}.json and the images in ROOT/{split}/"
 _NUMBER = (int, float)
 
 
@@ -70,13 +69,12 @@ class CocoDetection(DetectionDataset):
         self.image_dir = Path(image_dir)
         self.annotation_file = Path(annotation_file)
         if not self.annotation_file.is_file():
-            raise DatasetError(
-                f"COCO annotation file not found; expected layout {COCO_LAYOUT}; {TRY_SHAPES}",
-                self.annotation_file,
-            )
+            raise DatasetError("COCO annotation file not found", self.annotation_file)
         if not self.image_dir.is_dir():
             raise DatasetError(
-                f"COCO image folder not found; expected layout {COCO_LAYOUT}; {TRY_SHAPES}", self.image_dir
+                f"COCO image folder not found (the images of {self.annotation_file.name}, which its file_name "
+                "entries are relative to)",
+                self.image_dir,
             )
         data = _load_json(self.annotation_file)
         images = _validated_images(_top_level_list(data, "images", self.annotation_file), self.annotation_file)

@@ -1,4 +1,5 @@
-"""PASCAL VOC detection datasets in the devkit layout, several (year, split) pairs concatenated."""
+"""PASCAL VOC-format detection datasets: the devkit layout (several (year, split) pairs concatenated), or
+one folder of XML files as labelling tools export it."""
 
 import dataclasses
 import os
@@ -7,23 +8,22 @@ import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from .annotations import ImageAnnotation, clip_boxes
+from .catalog import VOC_FOLDER_LAYOUT, VOC_LAYOUT
 from .dataset import BadImagePolicy, DetectionDataset
 from .errors import TRY_SHAPES, DatasetError, DatasetWarning
 from .transforms import DetectionAugmentation
 
-__all__ = ["VOCDetection", "VOC_CLASSES", "VOC_LAYOUT", "parse_voc_split"]
+__all__ = ["VOCDetection", "VOC_CLASSES", "collect_voc_classes", "parse_voc_split"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-VOC_LAYOUT = (
-    "ROOT/VOC{year}/Annotations/*.xml, ROOT/VOC{year}/JPEGImages/*.jpg, ROOT/VOC{year}/ImageSets/Main/{split}.txt"
-)
 _SPLIT_PART = re.compile(r"^([A-Za-z0-9]+)_([A-Za-z0-9-]+)$")
 
 
@@ -39,18 +39,23 @@ def parse_voc_split(split: str) -> list[tuple[str, str]]:
 
 
 class VOCDetection(DetectionDataset):
-    """PASCAL VOC: ``ROOT/VOC{year}/{Annotations, JPEGImages, ImageSets/Main}``.
+    """PASCAL VOC: the devkit's ``ROOT/VOC{year}/{Annotations, JPEGImages, ImageSets/Main}``, or one
+    VOC-format folder ``ROOT/{Annotations, JPEGImages, ImageSets/Main}`` (``layout="folder"``).
 
     Pixel convention: VOC boxes are 1-based and inclusive; ``(xmin, ymin, xmax, ymax)`` becomes
     ``(xmin - 1, ymin - 1, xmax, ymax)`` in the package's 0-based continuous coordinates, so a box
     over pixel columns 1..10 (VOC) has ``x1 = 0, x2 = 10``. Coordinates are parsed as floats and
     clipped to the image, so a malformed ``xmin = 0`` gives 0, never an underflow. Only the
     top-level ``<object>`` elements are objects (``<part>`` sub-elements are ignored); a missing
-    ``<difficult>`` means 0; ``<truncated>`` is ignored. The XML files are parsed once, here.
+    ``<difficult>`` means 0; ``<truncated>`` is ignored. The image is ``JPEGImages/<filename>`` (the XML's
+    ``<filename>``, any extension), or ``JPEGImages/<id>.jpg`` without one. The XML files are parsed once, here.
 
     Args:
-        root: the ``VOCdevkit`` folder.
-        split: ``YEAR_SPLIT`` pairs joined by ``+``, e.g. ``"2007_trainval+2012_trainval"``.
+        root: the ``VOCdevkit`` folder, or the VOC-format folder.
+        split: devkit: ``YEAR_SPLIT`` pairs joined by ``+``, e.g. ``"2007_trainval+2012_trainval"``;
+            folder: the name of ``ImageSets/Main/{split}.txt``, ignored when the folder has no
+            ``ImageSets/Main`` (then every XML file is used, with a warning).
+        layout: ``"devkit"`` or ``"folder"``.
         classes: class names in label order (default: the 20 VOC classes). An object with another
             name is an error naming the XML file.
         use_difficult: make ``difficult`` objects training targets (they stay flagged).
@@ -62,6 +67,7 @@ class VOCDetection(DetectionDataset):
         root: str | os.PathLike,
         split: str = "2007_trainval",
         *,
+        layout: Literal["devkit", "folder"] = "devkit",
         classes: Sequence[str] = VOC_CLASSES,
         use_difficult: bool = False,
         transforms: DetectionAugmentation | None = None,
@@ -72,10 +78,16 @@ class VOCDetection(DetectionDataset):
             raise ValueError(f"classes must be distinct names, got {list(classes)}")
         self.root = Path(root)
         class_to_label = {name: label for label, name in enumerate(classes, start=1)}
-        annotations = []
-        for year, image_set in parse_voc_split(split):
-            folder = self.root / f"VOC{year}"
-            annotations += [_parse_xml(folder, name, class_to_label) for name in _read_image_set(folder, image_set)]
+        if layout == "devkit":
+            folders = [(self.root / f"VOC{year}", image_set) for year, image_set in parse_voc_split(split)]
+            image_sets = [(folder, _read_image_set(folder, image_set)) for folder, image_set in folders]
+        elif layout == "folder":
+            image_sets = [(self.root, _folder_image_ids(self.root, split))]
+        else:
+            raise ValueError(f"layout must be 'devkit' or 'folder', got {layout!r}")
+        annotations = [
+            _parse_xml(folder, name, class_to_label, layout) for folder, names in image_sets for name in names
+        ]
         super().__init__(
             annotations,
             classes,
@@ -91,6 +103,24 @@ class VOCDetection(DetectionDataset):
         return Path(self._annotations[index].file_name).stem
 
 
+def collect_voc_classes(folder: str | os.PathLike) -> tuple[str, ...]:
+    """The object names of every ``folder/Annotations/*.xml``, sorted: the classes of a labelled folder."""
+    folder = Path(folder)
+    files = sorted((folder / "Annotations").glob("*.xml"))
+    if not files:
+        raise DatasetError(f"no XML files in Annotations/; expected a VOC-format folder: {VOC_FOLDER_LAYOUT}", folder)
+    names = set()
+    for path in files:
+        for i, obj in enumerate(_read_xml(path).findall("object")):
+            name = (obj.findtext("name") or "").strip()
+            if not name:
+                raise DatasetError("missing", path, f"object[{i}]/name")
+            names.add(name)
+    if not names:
+        raise DatasetError(f"no objects in the {len(files)} XML files: no classes to collect", folder / "Annotations")
+    return tuple(sorted(names))
+
+
 def _read_image_set(folder: Path, image_set: str) -> list[str]:
     """The image ids listed in ``folder/ImageSets/Main/{image_set}.txt``."""
     path = folder / "ImageSets" / "Main" / f"{image_set}.txt"
@@ -100,18 +130,41 @@ def _read_image_set(folder: Path, image_set: str) -> list[str]:
         return [line.split()[0] for line in f if line.strip()]
 
 
-def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int]) -> ImageAnnotation:
-    path = folder / "Annotations" / f"{image_name}.xml"
+def _folder_image_ids(folder: Path, split: str) -> list[str]:
+    """A VOC-format folder's split: ``ImageSets/Main/{split}.txt``, or every XML file without ``ImageSets/Main``."""
+    if not (folder / "Annotations").is_dir():
+        raise DatasetError(f"no Annotations/ folder; expected a VOC-format folder: {VOC_FOLDER_LAYOUT}", folder)
+    image_sets = folder / "ImageSets" / "Main"
+    if image_sets.is_dir():
+        if not (image_sets / f"{split}.txt").is_file():
+            known = sorted(path.stem for path in image_sets.glob("*.txt"))
+            raise DatasetError(
+                f"split file not found; this folder's splits: {', '.join(known) or 'none'}", image_sets / f"{split}.txt"
+            )
+        return _read_image_set(folder, split)
+    names = sorted(path.stem for path in (folder / "Annotations").glob("*.xml"))
+    warnings.warn(
+        f"{folder}: no ImageSets/Main, so split {split!r} is every XML file in Annotations/ ({len(names)} images)",
+        DatasetWarning,
+        stacklevel=4,
+    )
+    return names
+
+
+def _read_xml(path: Path) -> ET.Element:
     try:
-        root = ET.parse(path).getroot()
-    except FileNotFoundError:
-        raise DatasetError(
-            "annotation file not found (the image is listed in ImageSets/Main); "
-            f"expected the devkit layout {VOC_LAYOUT}",
-            path,
-        ) from None
+        return ET.parse(path).getroot()
     except ET.ParseError as error:
         raise DatasetError(f"malformed XML: {error}", path) from None
+
+
+def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int], layout: str) -> ImageAnnotation:
+    path = folder / "Annotations" / f"{image_name}.xml"
+    if not path.is_file():
+        where = "the image is listed in ImageSets/Main"
+        expected = f"the devkit layout {VOC_LAYOUT}" if layout == "devkit" else f"a VOC folder: {VOC_FOLDER_LAYOUT}"
+        raise DatasetError(f"annotation file not found ({where}); expected {expected}", path)
+    root = _read_xml(path)
     width = _number(root, "size/width", path, int)
     height = _number(root, "size/height", path, int)
     if width <= 0 or height <= 0:
@@ -142,8 +195,9 @@ def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int])
             DatasetWarning,
             stacklevel=4,
         )
+    image_file = Path((root.findtext("filename") or "").strip() or f"{image_name}.jpg").name
     return ImageAnnotation(
-        file_name=str(folder / "JPEGImages" / f"{image_name}.jpg"),
+        file_name=str(folder / "JPEGImages" / image_file),
         image_id=-1,  # VOC has no ids: VOCDetection sets the dataset position
         height=height,
         width=width,

@@ -1,4 +1,4 @@
-"""Evaluation during training: the evaluation module's metrics, logged, plus a panel of predictions."""
+"""Evaluation during training: the evaluation module's metrics and figures, logged, plus a panel of predictions."""
 
 import logging
 import os
@@ -12,6 +12,8 @@ from torch import nn
 from ..config import Config
 from ..distributed import broadcast_object, is_main_process
 from ..evaluation.pipeline import evaluate_model
+from ..evaluation.plots import read_figures
+from ..evaluation.records import RUN_EVALUATION_FOLDER, save_evaluation
 from ..inference.drawing import draw_detections
 from .events import EventWriter
 
@@ -23,7 +25,8 @@ class TrainingEvaluator:
     """Evaluates the model on the test split and reports to the log and the event writer.
 
     Evaluation draws from its own copy of the RNG state, so where it happens does not change training.
-    The results files go to ``output_dir/inference``.
+    The results files, ``metrics.json``, ``evaluation.json`` and the figures (also sent to TensorBoard) go
+    to ``output_dir/inference``.
     """
 
     def __init__(
@@ -38,7 +41,7 @@ class TrainingEvaluator:
         self.dataset = dataset
         self.config = config
         self.device = device
-        self.output_dir = os.path.join(output_dir, "inference")
+        self.output_dir = os.path.join(output_dir, RUN_EVALUATION_FOLDER)
         self.writer = writer
         self.logger = logger
 
@@ -52,6 +55,7 @@ class TrainingEvaluator:
             metrics = broadcast_object(metrics)
             if is_main_process():
                 self._report(metrics, iteration)
+                self._save(metrics, iteration)
                 self._draw_predictions(model, iteration)
         return metrics
 
@@ -62,6 +66,13 @@ class TrainingEvaluator:
             f"{summary}"
         )
         self.writer.write_scalars({f"eval/{key}": value for key, value in metrics.items()}, iteration)
+
+    def _save(self, metrics: dict[str, float], iteration: int) -> None:
+        split = self.config.data.test_split
+        save_evaluation(self.output_dir, metrics, self.config, split, images=len(self.dataset), iteration=iteration)
+        if self.config.test.figures:
+            for name, image in read_figures(self.output_dir).items():
+                self.writer.write_image(f"figures/{name}", image, iteration)
 
     @torch.inference_mode()
     def _draw_predictions(self, model: nn.Module, iteration: int) -> None:

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import checkpoint_config, load_checkpoint, load_model_state
 from ..config import Config, SolverConfig, save_config
-from ..data import build_dataset, build_train_loader
+from ..data.build import build_train_loader, dataset_from_config
 from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.pipeline import build_evaluation_dataset
@@ -157,17 +157,7 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
 
 
 def _training_dataset(config: Config, class_names: list[str]) -> Any:
-    data = config.data
-    dataset = build_dataset(
-        data.dataset,
-        data.train_split,
-        root=data.root,
-        train=True,
-        augmentation=data.augmentation,
-        keep_empty=data.keep_empty,
-        on_bad_image=data.on_bad_image,
-        classes=data.classes,
-    )
+    dataset = dataset_from_config(config.data, config.data.train_split, train=True)
     if list(dataset.class_names) != class_names:
         raise ConfigError(
             f"the train split's classes {list(dataset.class_names)} differ from the test split's {class_names}"

@@ -1,13 +1,19 @@
-"""Evaluation: inference over a loader, COCO mAP (COCOeval) and PASCAL VOC mAP (the devkit's AP)."""
+"""Evaluation: inference over a loader, COCO mAP (COCOeval) and PASCAL VOC mAP (the devkit's AP).
+
+The figures (``plots``, matplotlib), the COCO error breakdown (``coco_analysis``), evaluations on disk
+(``records``) and comparisons (``comparison``) are submodules, imported where used.
+"""
 
 from .coco_evaluation import (
     COCO_BACKENDS,
     COCO_SUMMARY_NAMES,
     coco_ground_truth_json,
+    coco_precision_recall,
     coco_results,
     evaluate_coco,
     load_coco_api,
 )
+from .curves import PrecisionRecall
 from .inference import run_inference
 from .metrics import (
     COCO_RESULTS_FILE,
@@ -25,6 +31,7 @@ from .voc_evaluation import (
     evaluate_voc,
     to_devkit_boxes,
     voc_average_precisions,
+    voc_precision_recall,
     write_devkit_results,
 )
 
@@ -36,9 +43,11 @@ __all__ = [
     "METRICS",
     "VOC_METHODS",
     "DatasetGroundTruth",
+    "PrecisionRecall",
     "average_precision",
     "check_predictions",
     "coco_ground_truth_json",
+    "coco_precision_recall",
     "coco_results",
     "dataset_ground_truth",
     "devkit_iou",
@@ -49,5 +58,6 @@ __all__ = [
     "run_inference",
     "to_devkit_boxes",
     "voc_average_precisions",
+    "voc_precision_recall",
     "write_devkit_results",
 ]

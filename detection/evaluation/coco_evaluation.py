@@ -14,10 +14,12 @@ import copy
 import io
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .curves import PrecisionRecall
 from .tables import format_metric, format_table
 
 COCO_BACKENDS = ("pycocotools", "faster")
@@ -108,9 +110,14 @@ def evaluate_coco(
     image_ids: Sequence[int],
     category_ids: Sequence[int] | None = None,
     backend: str = "pycocotools",
+    *,
+    figures_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """Scores ``results`` on the images ``image_ids`` of ``coco_gt`` (a COCO API object of ``backend``)
     and the categories ``category_ids`` (default: all of ``coco_gt``).
+
+    With ``figures_dir``, also writes the per-class precision/recall curves at IoU 0.50 and 0.75 (this
+    evaluation's own arrays), the per-class AP bars and the error breakdown there (see ``plots``).
 
     Prints ``COCOeval``'s 12-number summary and a per-class AP / AP50 table. Returns the
     values in ``[0, 1]`` as ``bbox/<name>`` for ``COCO_SUMMARY_NAMES`` and ``bbox/AP_<category>``,
@@ -120,7 +127,7 @@ def evaluate_coco(
     cocoeval_class = _backend_classes(backend)[1]
     # COCOeval's progress chatter is dropped; its summary is printed below.
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = _load_results(coco_gt, results)
+        coco_dt = load_coco_results(coco_gt, results)
         cocoeval_kwargs = {"print_function": print} if backend == "faster" else {}
         coco_eval = cocoeval_class(coco_gt, coco_dt, "bbox", **cocoeval_kwargs)
         coco_eval.params.imgIds = sorted(int(image_id) for image_id in image_ids)
@@ -137,7 +144,55 @@ def evaluate_coco(
         metrics[f"bbox/AP50_{name}"] = ap50
     rows = [[name, format_metric(ap), format_metric(ap50)] for name, (ap, ap50) in per_class.items()]
     print(format_table(["category", "AP", "AP50"], rows))
+    if figures_dir is not None:
+        _write_figures(figures_dir, coco_eval, coco_gt, results, image_ids, per_class)
     return metrics
+
+
+def coco_precision_recall(
+    coco_eval: Any, coco_gt: Any, iou_thresholds: Sequence[float] = (0.5, 0.75)
+) -> list[PrecisionRecall]:
+    """The per-class curves of an accumulated ``COCOeval`` at ``iou_thresholds`` (all areas, 100
+    detections per image): ``eval["precision"]`` at its recall thresholds, class by class, then by IoU."""
+    precision = np.asarray(coco_eval.eval["precision"])  # [T, R, K, A, M]; -1: no ground truth
+    recall = np.asarray(coco_eval.params.recThrs, dtype=np.float64)
+    rows = [int(np.flatnonzero(np.isclose(coco_eval.params.iouThrs, iou))[0]) for iou in iou_thresholds]
+    curves = []
+    for k, category in enumerate(coco_gt.loadCats(coco_eval.params.catIds)):
+        for iou, t in zip(iou_thresholds, rows):
+            curve = precision[t, :, k, 0, -1]
+            measured = bool((curve > -1).any())
+            curves.append(
+                PrecisionRecall(
+                    category["name"],
+                    float(iou),
+                    recall if measured else recall[:0],
+                    curve if measured else curve[:0],
+                    float(curve[curve > -1].mean()) if measured else math.nan,
+                )
+            )
+    return curves
+
+
+def _write_figures(
+    figures_dir: str | Path,
+    coco_eval: Any,
+    coco_gt: Any,
+    results: list[dict[str, Any]],
+    image_ids: Sequence[int],
+    per_class: Mapping[str, tuple[float, float]],
+) -> None:
+    from .coco_analysis import analyze_coco_errors
+    from .plots import write_evaluation_figures
+
+    breakdown = analyze_coco_errors(coco_gt.dataset, results, image_ids, coco_eval.params.catIds)
+    write_evaluation_figures(
+        figures_dir,
+        coco_precision_recall(coco_eval, coco_gt),
+        {"AP": {name: ap for name, (ap, _) in per_class.items()}, "AP50": {n: v[1] for n, v in per_class.items()}},
+        f"COCO bbox, {len(image_ids)} images",
+        breakdown,
+    )
 
 
 def _per_class_ap(coco_eval: Any, coco_gt: Any) -> dict[str, tuple[float, float]]:
@@ -157,7 +212,7 @@ def _per_class_ap(coco_eval: Any, coco_gt: Any) -> dict[str, tuple[float, float]
     return per_class
 
 
-def _load_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
+def load_coco_results(coco_gt: Any, results: list[dict[str, Any]]) -> Any:
     """The results' COCO API object. ``loadRes`` fills in fields of the dicts it gets (copies here) and
     pycocotools' cannot load an empty list, so no detections gives an empty results object directly."""
     if results:

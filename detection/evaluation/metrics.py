@@ -85,6 +85,7 @@ def evaluate_predictions(
     coco_backend: str = "pycocotools",
     voc_method: str = "11point",
     voc_coco_style: bool = False,
+    figures: bool = False,
 ) -> dict[str, float]:
     """Evaluates ``predictions`` on the ground truth of ``dataset``, prints the tables, returns the metrics.
 
@@ -101,6 +102,8 @@ def evaluate_predictions(
         coco_backend: ``"pycocotools"`` or ``"faster"`` (faster-coco-eval).
         voc_method: ``"11point"`` (VOC2007) or ``"area"`` (VOC2010+).
         voc_coco_style: also report the VOC AP averaged over IoU 0.50:0.05:0.95 (as detectron2 does).
+        figures: also write the PNG figures of ``plots`` (precision/recall curves, per-class AP and, for
+            ``coco``, the error breakdown) to ``output_dir``.
 
     Returns:
         Metrics in ``[0, 1]``, ``nan`` where undefined. ``coco``: ``bbox/AP``, ``bbox/AP50``,
@@ -121,9 +124,10 @@ def evaluate_predictions(
         print(f"Evaluating the {len(predictions)} predicted images of {len(ground_truth.annotations)}.")
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
+    figures_dir = output_dir if figures else None
     if metric == "coco":
-        return _evaluate_coco(ground_truth, predictions, output_dir, coco_backend)
-    return _evaluate_voc(ground_truth, predictions, output_dir, voc_method, voc_coco_style)
+        return _evaluate_coco(ground_truth, predictions, output_dir, coco_backend, figures_dir)
+    return _evaluate_voc(ground_truth, predictions, output_dir, voc_method, voc_coco_style, figures_dir)
 
 
 def check_predictions(predictions: Predictions, ground_truth: DatasetGroundTruth) -> dict[int, dict[str, np.ndarray]]:
@@ -179,6 +183,7 @@ def _evaluate_coco(
     predictions: dict[int, dict[str, np.ndarray]],
     output_dir: str | Path | None,
     backend: str,
+    figures_dir: str | Path | None,
 ) -> dict[str, float]:
     image_ids = {index: int(ground_truth.annotations[index]["image_id"]) for index in predictions}
     results = coco_results(predictions, image_ids, ground_truth.label_to_category_id)
@@ -186,7 +191,7 @@ def _evaluate_coco(
         (Path(output_dir) / COCO_RESULTS_FILE).write_text(json_text(results))
     coco_gt = ground_truth.coco_api(backend)
     category_ids = list(ground_truth.label_to_category_id.values())
-    return evaluate_coco(coco_gt, results, list(image_ids.values()), category_ids, backend)
+    return evaluate_coco(coco_gt, results, list(image_ids.values()), category_ids, backend, figures_dir=figures_dir)
 
 
 def _evaluate_voc(
@@ -195,6 +200,7 @@ def _evaluate_voc(
     output_dir: str | Path | None,
     method: str,
     coco_style: bool,
+    figures_dir: str | Path | None,
 ) -> dict[str, float]:
     indices = list(predictions)
     detections = [predictions[index] for index in indices]
@@ -202,4 +208,6 @@ def _evaluate_voc(
         image_names = [ground_truth.image_names[index] for index in indices]
         write_devkit_results(output_dir, image_names, detections, ground_truth.class_names)
     gt = [ground_truth.voc_ground_truth(index) for index in indices]
-    return evaluate_voc(gt, detections, ground_truth.class_names, method=method, coco_style=coco_style)
+    return evaluate_voc(
+        gt, detections, ground_truth.class_names, method=method, coco_style=coco_style, figures_dir=figures_dir
+    )

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data import build_dataset, build_test_loader
+from ..data.build import build_test_loader, dataset_from_config
 from ..distributed import is_main_process
 from .inference import run_inference
 from .metrics import evaluate_predictions
@@ -16,15 +16,7 @@ from .metrics import evaluate_predictions
 
 def build_evaluation_dataset(config: Config, split: str | None = None) -> Any:
     """The test split (or ``split``) of the configured dataset, with every image and no augmentation."""
-    data = config.data
-    return build_dataset(
-        data.dataset,
-        split or data.test_split,
-        root=data.root,
-        train=False,
-        classes=data.classes,
-        on_bad_image=data.on_bad_image,
-    )
+    return dataset_from_config(config.data, split or config.data.test_split, train=False)
 
 
 def evaluate_model(
@@ -37,7 +29,8 @@ def evaluate_model(
     voc_coco_style: bool = False,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Runs ``model`` over ``dataset`` and scores it with the config's metric and test options.
+    """Runs ``model`` over ``dataset`` and scores it with the config's metric and test options (with
+    ``test.figures``, the figures go to ``output_dir`` too).
 
     Under ``torch.distributed`` every rank runs its shard; the metrics are computed on rank 0 and
     other ranks get an empty dict.
@@ -54,4 +47,5 @@ def evaluate_model(
         coco_backend=config.test.coco_backend,
         voc_method=config.test.voc_method,
         voc_coco_style=voc_coco_style,
+        figures=config.test.figures and output_dir is not None,
     )

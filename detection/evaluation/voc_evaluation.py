@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .curves import PrecisionRecall
 from .tables import format_metric, format_table
 
 # detectron2's result files: "image score xmin ymin xmax ymax" with these decimals, read back to evaluate.
@@ -113,7 +114,21 @@ def voc_average_precisions(
     describe the same image. ``nan`` for a class without positives."""
     if method not in VOC_METHODS:
         raise ValueError(f"unknown VOC AP method {method!r}; expected one of {VOC_METHODS}")
-    ap = np.full((len(iou_thresholds), num_classes), np.nan)
+    curves = voc_precision_recall(ground_truth, detections, num_classes, iou_thresholds=iou_thresholds)
+    return _curves_ap(curves, method)
+
+
+def voc_precision_recall(
+    ground_truth: Sequence[Record],
+    detections: Sequence[Record],
+    num_classes: int,
+    *,
+    iou_thresholds: Sequence[float] = (0.5,),
+) -> list[list[tuple[np.ndarray, np.ndarray] | None]]:
+    """``[T][K]`` ``(recall, precision)``, ``float [D]`` each: the points of the class's ``D`` detections
+    in decreasing score order (difficult matches left out) that the AP is computed from; None for a class
+    without positives."""
+    curves: list[list[tuple[np.ndarray, np.ndarray] | None]] = [[None] * num_classes for _ in iou_thresholds]
     for label in range(1, num_classes + 1):
         best_iou, best_gt, gt_ignore = _class_candidates(ground_truth, detections, label)
         num_positives = int(np.count_nonzero(~gt_ignore))
@@ -123,7 +138,17 @@ def voc_average_precisions(
             true_positive = _match(best_iou, best_gt, gt_ignore, threshold)
             tp = np.cumsum(true_positive)
             fp = np.cumsum(~true_positive)
-            ap[t, label - 1] = average_precision(tp / num_positives, tp / (tp + fp), method)
+            curves[t][label - 1] = (tp / num_positives, tp / (tp + fp))
+    return curves
+
+
+def _curves_ap(curves: list[list[tuple[np.ndarray, np.ndarray] | None]], method: str) -> np.ndarray:
+    """``[T, K]`` AP of :func:`voc_precision_recall`'s curves; NaN where a class has no positives."""
+    ap = np.full((len(curves), len(curves[0]) if curves else 0), np.nan)
+    for t, row in enumerate(curves):
+        for k, curve in enumerate(row):
+            if curve is not None:
+                ap[t, k] = average_precision(*curve, method)
     return ap
 
 
@@ -180,12 +205,17 @@ def evaluate_voc(
     *,
     method: str = "11point",
     coco_style: bool = False,
+    figures_dir: str | Path | None = None,
 ) -> dict[str, float]:
     """VOC metrics, printed as a per-class table and returned in ``[0, 1]``: ``voc/mAP`` and
     ``voc/AP_<class>`` at IoU 0.5; with ``coco_style`` also ``voc/AP`` (the mean over IoU
-    0.50:0.05:0.95 of the mAP at each IoU), ``voc/AP50`` and ``voc/AP75``."""
+    0.50:0.05:0.95 of the mAP at each IoU), ``voc/AP50`` and ``voc/AP75``. With ``figures_dir``, also
+    writes the per-class precision/recall curves at IoU 0.5 and the per-class AP bars there."""
+    if method not in VOC_METHODS:
+        raise ValueError(f"unknown VOC AP method {method!r}; expected one of {VOC_METHODS}")
     thresholds = COCO_STYLE_IOU_THRESHOLDS if coco_style else (0.5,)
-    ap = voc_average_precisions(ground_truth, detections, len(class_names), iou_thresholds=thresholds, method=method)
+    curves = voc_precision_recall(ground_truth, detections, len(class_names), iou_thresholds=thresholds)
+    ap = _curves_ap(curves, method)
     metrics = {"voc/mAP": _nanmean(ap[0])}
     metrics.update({f"voc/AP_{name}": float(value) for name, value in zip(class_names, ap[0])})
     rows = [[name, format_metric(value)] for name, value in zip(class_names, ap[0])]
@@ -201,6 +231,17 @@ def evaluate_voc(
             "VOC AP@[.5:.95] "
             + ", ".join(f"{key[4:]} {format_metric(metrics[key])}" for key in ("voc/AP", "voc/AP50", "voc/AP75"))
         )
+    if figures_dir is not None:
+        from .plots import write_evaluation_figures
+
+        empty = np.zeros(0)
+        pr_curves = [
+            PrecisionRecall(name, 0.5, *(curve if curve is not None else (empty, empty)), float(value))
+            for name, curve, value in zip(class_names, curves[0], ap[0])  # thresholds[0] is 0.5
+        ]
+        per_class = {"AP": {name: float(value) for name, value in zip(class_names, ap[0])}}
+        title = f"PASCAL VOC ({method} AP), {len(detections)} images"
+        write_evaluation_figures(figures_dir, pr_curves, per_class, title)
     return metrics
 
 

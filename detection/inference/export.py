@@ -15,7 +15,6 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,12 +23,8 @@ from torch import nn
 from ..errors import UserError
 from ..files import current_umask
 from ..modeling.poolers import SingleLevelRoIAlign
+from .formats import DEFAULT_OPSET, EXPORT_FORMATS, ExportFormat
 
-EXPORT_FORMATS = ("torchscript", "onnx")
-ExportFormat = Literal["torchscript", "onnx"]
-# torchvision's ONNX symbolics: roi_align and nms from opset 11; roi_align(aligned=True), the C4
-# default, needs opset 16.
-DEFAULT_OPSET = 16
 MIN_OPSET = 11
 ALIGNED_ROI_ALIGN_MIN_OPSET = 16
 MISMATCH_SUFFIX = ".mismatch"

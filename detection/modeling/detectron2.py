@@ -23,7 +23,6 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,12 +31,12 @@ from backbones.detectron2_names import is_caffe2_resnet, torchvision_resnet_key
 from backbones.pickles import load_array_pickle
 
 from ..checkpoint import load_model_state, save_checkpoint
-from ..config import Config, config_to_dict, load_config
+from ..config import CONFIG_DIR, Config, config_to_dict, load_config
 from ..data.coco import COCO_CLASSES
 from ..errors import CheckpointError
 from .factory import detector_from_config
 
-DETECTRON2_C4_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "coco" / "resnet101_3x_detectron2.yaml"
+DETECTRON2_C4_CONFIG = CONFIG_DIR / "coco" / "resnet101_3x_detectron2.yaml"
 # Blocks in res4 -> depth: ResNet-50 has 6, ResNet-101 23 (res5 has 3 in both).
 RES4_BLOCKS_TO_DEPTH = {6: 50, 23: 101}
 RPN_NAMES = {"conv": "conv.0.0", "objectness_logits": "cls_logits", "anchor_deltas": "bbox_pred"}
