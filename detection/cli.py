@@ -11,13 +11,18 @@ import torch
 from .config import Config, load_config
 from .data.errors import DatasetError
 from .errors import ConfigError, UserError
+from .logs import setup_logging
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 USER_ERRORS = (UserError, DatasetError, FileNotFoundError)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Runs a tool's ``main`` and exits with its code; a user's mistake is one line on stderr, exit 2."""
+    """Runs a tool's ``main`` and exits with its code; a user's mistake is one line on stderr, exit 2.
+
+    The package's log messages (evaluation tables, progress) go to stdout, as they are.
+    """
+    setup_logging(timestamps=False)
     try:
         code = main(argv)
     except USER_ERRORS as error:

@@ -15,7 +15,7 @@ from pathlib import Path
 from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
 from detection.cli import add_device_argument, run_cli
 from detection.config import Config
-from detection.errors import CheckpointError, ConfigError
+from detection.errors import ConfigError
 from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
 
 
@@ -45,14 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
     dataset = build_evaluation_dataset(config, args.split)
-    loaded = detector_from_checkpoint(
-        checkpoint, args.checkpoint, device=args.device, num_classes=len(dataset.class_names) + 1
-    )
-    if list(dataset.class_names) != loaded.class_names:
-        raise CheckpointError(
-            f"{args.checkpoint}: trained for the classes {loaded.class_names}, "
-            f"the dataset has {list(dataset.class_names)}"
-        )
+    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=args.device, class_names=dataset.class_names)
     split = args.split or config.data.test_split
     output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
     metrics = evaluate_model(

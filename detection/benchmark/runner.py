@@ -13,7 +13,6 @@ import json
 import math
 import pickle
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from torchvision.models.detection.image_list import ImageList
 from backbones import list_backbones
 
 from ..errors import UserError
+from ..memory import peak_memory_mib
 from ..modeling.detector import build_detector
 from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
 
@@ -365,8 +365,8 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     options, setting = task.options, task.setting
     device = torch.device(options.device)
     torch.manual_seed(options.seed)
-    model = build_benchmark_model(task.model, options.num_classes)
-    configure(model, setting, model.rpn._post_nms_top_n["training"], options.seed).to(device).train()
+    model = build_benchmark_model(task.model, options.num_classes).train()
+    configure(model, setting, model.rpn.post_nms_top_n(), options.seed).to(device)  # the training top-N
     if options.train_rois_per_image is not None:
         model.roi_heads.fg_bg_sampler.batch_size_per_image = options.train_rois_per_image
     images = [random_image(setting, device, options.seed + i) for i in range(options.train_batch_size)]
@@ -407,30 +407,6 @@ def random_targets(
     boxes = fixed_proposals(image_size, num_boxes, seed)
     labels = torch.randint(1, num_classes, (num_boxes,), generator=generator)
     return {"boxes": boxes.to(device), "labels": labels.to(device)}
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: ``max_memory_allocated``; CPU: this process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_rss_mib()
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process, in MiB.
-
-    On Linux, ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives ``exec``, so
-    in a child process it starts at the parent's peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
 
 
 def run_in_fresh_process(task: TrainTask) -> dict[str, Any]:

@@ -7,6 +7,7 @@ process group if there is one, and restores ``--resume`` or ``--weights`` checkp
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,20 +15,23 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import load_checkpoint, load_model_state
+from ..checkpoint import check_class_names, load_checkpoint, load_model_state
 from ..config import Config, SolverConfig, save_config
 from ..data import build_dataset, build_train_loader
 from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..evaluation.pipeline import build_evaluation_dataset
+from ..logs import setup_logging
 from ..modeling.factory import detector_from_config
-from .evaluation import TrainingEvaluator
-from .events import EventWriter, setup_logging
+from .events import EventWriter
+from .hooks import BestCheckpointer, EvalHook, HookBase, PeriodicCheckpointer, PeriodicLogger
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 from .precision import Precision
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 
@@ -48,8 +52,12 @@ class RunOptions:
     eval_only: bool = False
 
 
-def run_training(config: Config, options: RunOptions = RunOptions()) -> int:
+def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks: Sequence[HookBase] = ()) -> int:
     """Trains (or evaluates) as ``config`` says; returns the process exit code.
+
+    Args:
+        extra_hooks: called after the hooks of :func:`build_hooks` (early stopping, say); see
+            :mod:`detection.engine.hooks`.
 
     Raises:
         UserError: a config, dataset or checkpoint problem (one readable line).
@@ -59,7 +67,7 @@ def run_training(config: Config, options: RunOptions = RunOptions()) -> int:
         raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
     device = init_distributed(_device_type(config.device))
     try:
-        return _run(config, options, device)
+        return _run(config, options, device, extra_hooks)
     finally:
         destroy_distributed()
 
@@ -81,10 +89,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run(config: Config, options: RunOptions, device: torch.device) -> int:
+def build_hooks(config: Config, evaluator: EvalHook, writer: EventWriter) -> list[HookBase]:
+    """Training's hooks, in the order that matters (see :mod:`detection.engine.hooks`)."""
+    return [
+        PeriodicLogger(writer, config.log_period),
+        evaluator,
+        BestCheckpointer(config.best_metric_name),
+        PeriodicCheckpointer(config.solver.checkpoint_period),
+    ]
+
+
+def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks: Sequence[HookBase]) -> int:
     rank, world_size = get_rank(), get_world_size()
     batch_per_process = images_per_process(config.solver, world_size)
-    logger = setup_logging(config.output_dir, is_main_process())
+    setup_logging(config.output_dir, is_main_process())
     resume_path = find_resume_checkpoint(options.resume, config.output_dir) if options.resume else None
     weights_path = resume_path if options.eval_only and resume_path else options.weights
     weights = load_checkpoint(weights_path) if weights_path else None
@@ -95,7 +113,7 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
     train_set = None if options.eval_only else _training_dataset(config, class_names)
     model = detector_from_config(config.model, len(class_names) + 1)
     if weights is not None:
-        _load_weights(model, weights, weights_path, class_names, logger, fine_tune=not options.eval_only)
+        _load_weights(model, weights, weights_path, class_names, fine_tune=not options.eval_only)
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -108,9 +126,9 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
 
     writer = EventWriter(config.output_dir, enabled=is_main_process())
     try:
-        evaluator = TrainingEvaluator(test_set, config, device, config.output_dir, writer, logger)
+        evaluator = EvalHook(test_set, config, device, writer)
         if options.eval_only:
-            evaluator(model, int(weights.get("iteration") or 0))
+            evaluator.evaluate(model, int(weights.get("iteration") or 0))
             return 0
         optimizer = build_optimizer(model, config.solver)
         scheduler = build_lr_scheduler(optimizer, config.solver)
@@ -146,9 +164,8 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
         ddp_model = model
         if world_size > 1:
             ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        trainer = Trainer(
-            config, ddp_model, optimizer, scheduler, precision, checkpointer, evaluator, writer, logger, device
-        )
+        hooks = [*build_hooks(config, evaluator, writer), *extra_hooks]
+        trainer = Trainer(ddp_model, optimizer, scheduler, config.solver, precision, checkpointer, device, hooks)
         return trainer.train(iter(loader), state)
     finally:
         writer.close()
@@ -173,13 +190,11 @@ def _training_dataset(config: Config, class_names: list[str]) -> Any:
     return dataset
 
 
-def _load_weights(
-    model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], logger: logging.Logger, fine_tune: bool
-) -> None:
+def _load_weights(model: torch.nn.Module, checkpoint: dict, path: str, class_names: list[str], fine_tune: bool) -> None:
     """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped."""
     stored = list(checkpoint.get("class_names") or [])
-    if not fine_tune and stored != class_names:
-        raise CheckpointError(f"{path}: trained for the classes {stored}, the dataset has {class_names}")
+    if not fine_tune:
+        check_class_names(path, stored, class_names)
     skipped = load_model_state(model, checkpoint["model"], path, skip_mismatched_predictor=fine_tune)
     logger.info(
         f"initialised the model from {path}"

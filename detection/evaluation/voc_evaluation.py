@@ -35,6 +35,7 @@ exactly; it also equals the plain continuous IoU of the package boxes, so predic
 rounded. The result files hold the same devkit coordinates.
 """
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,8 @@ from pathlib import Path
 import numpy as np
 
 from .tables import format_percent, format_table
+
+logger = logging.getLogger(__name__)
 
 VOC_METHODS = ("11point", "area")
 # detectron2's PascalVOCDetectionEvaluator: VOC AP at IoU 0.50:0.05:0.95.
@@ -159,7 +162,7 @@ def evaluate_voc(
     method: str = "11point",
     coco_style: bool = False,
 ) -> dict[str, float]:
-    """VOC metrics, printed as a per-class table and returned in ``[0, 1]``: ``voc/mAP`` and
+    """VOC metrics, logged as a per-class table and returned in ``[0, 1]``: ``voc/mAP`` and
     ``voc/AP_<class>`` at IoU 0.5; with ``coco_style`` also ``voc/AP`` (the mean over IoU
     0.50:0.05:0.95 of the mAP at each IoU), ``voc/AP50`` and ``voc/AP75``."""
     thresholds = COCO_STYLE_IOU_THRESHOLDS if coco_style else (0.5,)
@@ -168,14 +171,16 @@ def evaluate_voc(
     metrics.update({f"voc/AP_{name}": float(value) for name, value in zip(class_names, ap[0])})
     rows = [[name, format_percent(value)] for name, value in zip(class_names, ap[0])]
     rows.append(["mAP", format_percent(metrics["voc/mAP"])])
-    print(f"PASCAL VOC AP at IoU 0.5 ({method} method, percent), {len(detections)} images:")
-    print(format_table(["class", "AP"], rows))
+    logger.info(
+        f"PASCAL VOC AP at IoU 0.5 ({method} method, percent), {len(detections)} images:\n"
+        + format_table(["class", "AP"], rows)
+    )
     if coco_style:
         map_per_threshold = [_nanmean(row) for row in ap]
         metrics["voc/AP"] = float(np.mean(map_per_threshold))
         metrics["voc/AP50"] = map_per_threshold[thresholds.index(0.5)]
         metrics["voc/AP75"] = map_per_threshold[thresholds.index(0.75)]
-        print(
+        logger.info(
             "VOC AP@[.5:.95] "
             + ", ".join(f"{key[4:]} {format_percent(metrics[key])}" for key in ("voc/AP", "voc/AP50", "voc/AP75"))
         )

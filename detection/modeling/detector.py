@@ -7,6 +7,7 @@ py-faster-rcnn's test config); the shipped configs override them for detectron2-
 from dataclasses import asdict
 from typing import Any
 
+from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
@@ -54,16 +55,26 @@ def build_detector(
         raise ValueError(
             f"trunk.out_channels={trunk.out_channels} disagrees with BackboneSpec.out_channels={spec.out_channels}"
         )
-    trunk.out_channels = spec.out_channels  # FasterRCNN reads it from the module
     model = FasterRCNN(
-        trunk,
+        _ChannelsDeclared(spec.out_channels),
         num_classes=None,
         rpn_anchor_generator=AnchorGenerator(sizes=(tuple(anchor_sizes),), aspect_ratios=(tuple(aspect_ratios),)),
         box_head=spec.head,
         box_predictor=FastRCNNPredictor(spec.head_out_channels, num_classes),
         **opts,
     )
-    # FasterRCNN's constructor accepts only MultiScaleRoIAlign as box_roi_pool; RoIHeads itself calls
-    # any module with the same signature, so the backbone's pooler replaces the default one.
+    # FasterRCNN's constructor reads the trunk's width from `backbone.out_channels` only to size its RPN
+    # head; the spec carries it, so the trunk itself goes in afterwards, unchanged (state-dict keys
+    # `backbone.*` as they are). Likewise the constructor accepts only MultiScaleRoIAlign as
+    # box_roi_pool, while RoIHeads calls any module with its signature: the backbone's pooler goes in.
+    model.backbone = trunk
     model.roi_heads.box_roi_pool = build_pooler(spec.pooler)
     return model
+
+
+class _ChannelsDeclared(nn.Module):
+    """Stands in for the trunk in FasterRCNN's constructor, which needs only ``out_channels`` from it."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels
