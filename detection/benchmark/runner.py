@@ -10,6 +10,7 @@ per-RoI head's cost disappear from the figures. :class:`FixedProposalRPN` theref
 
 import copy
 import json
+import logging
 import math
 import pickle
 import platform
@@ -35,6 +36,8 @@ from ..errors import UserError
 from ..memory import peak_memory_mib
 from ..modeling.detector import build_detector
 from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "fasterrcnn_resnet50_fpn"
 VARIANTS = ("plain", "inference_mode", "folded_bn", "channels_last", "all")
@@ -444,8 +447,13 @@ def machine_info(device: torch.device, matmul_rate: float, matmul_size: int) -> 
     }
 
 
-def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measures every requested backbone's detector (and the reference); returns the JSON-ready result."""
+def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measures every requested backbone's detector (and the reference); returns the JSON-ready result.
+
+    Args:
+        log: called with a line of progress before each measurement; default: this module's logger.
+    """
+    log = log or logger.info
     device = torch.device(options.device)
     matmul_size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
     log(f"measuring the {matmul_size}x{matmul_size} float32 matrix-multiply rate on {device}")
