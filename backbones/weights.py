@@ -2,6 +2,7 @@
 MSRA caffe2 ResNet files of the original paper."""
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -135,23 +136,63 @@ def _load_strict(
     model: nn.Module, state_dict: dict[str, torch.Tensor], source: str, unused_prefixes: tuple[str, ...]
 ) -> None:
     expected = model.state_dict()
-    # BatchNorm's step counter carries no weights, and FrozenBatchNorm2d has none: never required.
-    needed = {
-        key for key in expected if not key.startswith(unused_prefixes) and not key.endswith("num_batches_tracked")
-    }
-    given = set(state_dict)
-    missing = sorted(needed - given)
-    unexpected = sorted(key for key in given - set(expected) if not key.endswith("num_batches_tracked"))
-    wrong_shape = sorted(
-        f"{key} (file {tuple(state_dict[key].shape)}, model {tuple(expected[key].shape)})"
-        for key in given & set(expected)
-        if state_dict[key].shape != expected[key].shape
+    difference = compare_state_dicts(state_dict, expected, optional_prefixes=unused_prefixes)
+    if difference:
+        raise ValueError(f"weights {source} do not match {type(model).__name__}: {difference.describe('file')}")
+    model.load_state_dict({key: value for key, value in state_dict.items() if key in expected}, strict=False)
+
+
+@dataclass(frozen=True)
+class StateDictDifference:
+    """How a state dict differs from the one a model expects (every list sorted by key).
+
+    Attributes:
+        missing: keys the model needs that are not given.
+        unexpected: given keys the model does not have.
+        wrong_shape: ``(key, given shape, expected shape)`` of the keys in both whose shapes differ.
+    """
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    wrong_shape: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.wrong_shape)
+
+    def describe(self, given: str, limit: int | None = None) -> str:
+        """One line, e.g. ``missing: a, b; wrong shape: c (file (3, 4), model (5, 4))``.
+
+        Args:
+            given: what the state dict is called in the wrong-shape entries (``"file"``, ``"checkpoint"``).
+            limit: list at most this many keys of each kind, then how many there are in all.
+        """
+        wrong_shape = [f"{key} ({given} {actual}, model {wanted})" for key, actual, wanted in self.wrong_shape]
+        parts = []
+        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape", wrong_shape)):
+            if keys:
+                shown = keys if limit is None else keys[:limit]
+                more = f", ... ({len(keys)} in all)" if len(shown) < len(keys) else ""
+                parts.append(f"{label}: {', '.join(shown)}{more}")
+        return "; ".join(parts)
+
+
+def compare_state_dicts(
+    given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], optional_prefixes: tuple[str, ...] = ()
+) -> StateDictDifference:
+    """The keys of ``given`` that are missing, unexpected or of the wrong shape for ``expected``.
+
+    BatchNorm's step counter (``num_batches_tracked``) carries no weights and ``FrozenBatchNorm2d`` has
+    none: it is never missing nor unexpected. Keys starting with ``optional_prefixes`` may be missing.
+    """
+    counted = [key for key in given.keys() ^ expected.keys() if not key.endswith("num_batches_tracked")]
+    return StateDictDifference(
+        missing=tuple(sorted(key for key in counted if key in expected and not key.startswith(optional_prefixes))),
+        unexpected=tuple(sorted(key for key in counted if key in given)),
+        wrong_shape=tuple(
+            sorted(
+                (key, tuple(given[key].shape), tuple(expected[key].shape))
+                for key in given.keys() & expected.keys()
+                if given[key].shape != expected[key].shape
+            )
+        ),
     )
-    problems = [
-        f"{label}: {', '.join(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape))
-        if keys
-    ]
-    if problems:
-        raise ValueError(f"weights {source} do not match {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict({key: state_dict[key] for key in given & set(expected)}, strict=False)

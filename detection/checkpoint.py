@@ -18,13 +18,16 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import FasterRCNN
+
+from backbones.weights import compare_state_dicts
 
 from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
@@ -34,6 +37,8 @@ from .modeling.factory import detector_from_config
 _logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
+PREDICTOR_PREFIX = "roi_heads.box_predictor."
+MAX_KEYS_SHOWN = 8  # of each kind in a weights mismatch error; the count of all follows
 PathLike = str | os.PathLike
 # Temporary files are named .tmp-<writer pid>-<random>.pth; files of this pattern that no live process
 # writes are removed when saving into their folder.
@@ -198,42 +203,43 @@ def load_model_state(
         The keys that were skipped.
     """
     expected = model.state_dict()
+    difference = compare_state_dicts(state_dict, expected)
     skipped = []
     if skip_mismatched_predictor:
-        skipped = [
-            key
-            for key in state_dict
-            if key.startswith("roi_heads.box_predictor.")
-            and key in expected
-            and expected[key].shape != state_dict[key].shape
-        ]
-    missing = sorted(k for k in expected.keys() - state_dict.keys() if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(k for k in state_dict.keys() - expected.keys() if not k.endswith("num_batches_tracked"))
-    wrong_shape = sorted(
-        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in state_dict.keys() & expected.keys()
-        if k not in skipped and state_dict[k].shape != expected[k].shape
-    )
-    problems = [
-        f"{label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-        for label, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("wrong shape (checkpoint vs model)", wrong_shape),
+        skipped = [key for key, _, _ in difference.wrong_shape if key.startswith(PREDICTOR_PREFIX)]
+        difference = replace(difference, wrong_shape=tuple(w for w in difference.wrong_shape if w[0] not in skipped))
+    if difference:
+        raise CheckpointError(
+            f"{source}: weights do not fit the model ({difference.describe('checkpoint', MAX_KEYS_SHOWN)})"
         )
-        if keys
-    ]
-    if problems:
-        raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(problems)})")
     model.load_state_dict({k: v for k, v in state_dict.items() if k in expected and k not in skipped}, strict=False)
     return skipped
 
 
+def check_class_names(source: str, trained: Sequence[str], dataset: Sequence[str]) -> None:
+    """Raises :class:`CheckpointError` unless the checkpoint ``source`` was trained for ``dataset``'s classes."""
+    trained, dataset = list(trained), list(dataset)
+    if trained == dataset:
+        return
+    message = (
+        f"{source}: trained for {len(trained)} classes ({_preview(trained)}), "
+        f"but the dataset has {len(dataset)} ({_preview(dataset)})"
+    )
+    if len(trained) == len(dataset):
+        label = next(k for k, (a, b) in enumerate(zip(trained, dataset), start=1) if a != b)
+        message += f"; label {label} is {trained[label - 1]!r} there, {dataset[label - 1]!r} here"
+    raise CheckpointError(message)
+
+
+def _preview(names: list[str], count: int = 5) -> str:
+    return ", ".join(names[:count]) + (", ..." if len(names) > count else "")
+
+
 def load_detector(
-    path: PathLike, *, device: str | torch.device = "cpu", num_classes: int | None = None
+    path: PathLike, *, device: str | torch.device = "cpu", class_names: Sequence[str] | None = None
 ) -> LoadedDetector:
     """Rebuilds the detector stored in the checkpoint file ``path``; see :func:`detector_from_checkpoint`."""
-    return detector_from_checkpoint(load_checkpoint(path), os.fspath(path), device=device, num_classes=num_classes)
+    return detector_from_checkpoint(load_checkpoint(path), os.fspath(path), device=device, class_names=class_names)
 
 
 def checkpoint_config(checkpoint: dict[str, Any], source: str) -> Config:
@@ -245,22 +251,22 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str) -> Config:
 
 
 def detector_from_checkpoint(
-    checkpoint: dict[str, Any], source: str, *, device: str | torch.device = "cpu", num_classes: int | None = None
+    checkpoint: dict[str, Any],
+    source: str,
+    *,
+    device: str | torch.device = "cpu",
+    class_names: Sequence[str] | None = None,
 ) -> LoadedDetector:
     """Rebuilds a checkpoint's detector from its own config, in eval mode.
 
     Args:
         checkpoint: as returned by :func:`load_checkpoint`; ``source`` names it in errors.
-        num_classes: if given (background included), the checkpoint must have been trained for it.
+        class_names: if given (a dataset's), the checkpoint must have been trained for these classes.
     """
     config = checkpoint_config(checkpoint, source)
-    class_names = list(checkpoint.get("class_names") or [])
-    if num_classes is not None and num_classes != len(class_names) + 1:
-        raise CheckpointError(
-            f"{source}: trained for {len(class_names)} classes "
-            f"({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''}), "
-            f"but the dataset has {num_classes - 1}"
-        )
-    model = detector_from_config(config.model, len(class_names) + 1, backbone_weights=False)
+    trained = list(checkpoint.get("class_names") or [])
+    if class_names is not None:
+        check_class_names(source, trained, class_names)
+    model = detector_from_config(config.model, len(trained) + 1, backbone_weights=False)
     load_model_state(model, checkpoint["model"], source)
-    return LoadedDetector(model.to(device).eval(), config, class_names, int(checkpoint.get("iteration", 0)))
+    return LoadedDetector(model.to(device).eval(), config, trained, int(checkpoint.get("iteration", 0)))

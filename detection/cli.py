@@ -7,7 +7,6 @@ errors answer at once and ``run_cli`` is in place, and import the heavy modules 
 
 import argparse
 import errno
-import logging
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 from .config import CONFIG_DIR, Config, load_config
 from .data.catalog import list_datasets
 from .errors import ConfigError, UserError
+from .logs import setup_logging
 
 USER_ERRORS = (UserError, FileNotFoundError)
 
@@ -24,10 +24,9 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Runs a tool's ``main`` and exits with its code; a user's mistake is one line on stderr, exit 2.
 
-    The package's INFO messages (a dataset generated, classes collected) go to stdout unless the tool
-    sets up its own log (training does).
+    The package's log messages (evaluation tables, progress) go to stdout, as they are.
     """
-    _show_package_messages()
+    setup_logging(timestamps=False)
     try:
         code = main(argv)
     except USER_ERRORS as error:
@@ -171,18 +170,3 @@ def default_config_path(backbone: str | None, dataset: str | None) -> str:
     if (folder / "base.yaml").is_file():
         return os.fspath(folder / "base.yaml")
     raise ConfigError(f"no config for dataset {dataset!r} in {folder}; pass --config")
-
-
-def _show_package_messages() -> None:
-    logger = logging.getLogger(__package__)
-    if not logger.handlers:
-        logger.addHandler(_StdoutHandler())
-        logger.setLevel(logging.INFO)
-
-
-class _StdoutHandler(logging.Handler):
-    """Messages as plain lines on the current ``sys.stdout`` (looked up per message, so that a replaced
-    stdout, as under pytest, is honoured)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        print(self.format(record), file=sys.stdout)

@@ -2,11 +2,21 @@
 
 import pytest
 import torch
+from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import roi_align, roi_pool
 
 import backbones
 from detection import DetectorOptions, SingleLevelRoIAlign, SingleLevelRoIPool, build_detector
+
+
+def rpn_top_n(model: FasterRCNN) -> dict[str, tuple[int, int]]:
+    """The RPN's (pre-NMS, post-NMS) top-N in training and in testing, through its public methods."""
+    values = {}
+    for mode, training in (("training", True), ("testing", False)):
+        model.rpn.train(training)
+        values[mode] = (model.rpn.pre_nms_top_n(), model.rpn.post_nms_top_n())
+    return values
 
 
 def test_resnet_c4_detector_is_wired_as_the_paper():
@@ -16,10 +26,7 @@ def test_resnet_c4_detector_is_wired_as_the_paper():
     assert model.rpn.anchor_generator.sizes == (128, 256, 512)
     assert model.rpn.anchor_generator.aspect_ratios == (0.5, 1.0, 2.0)
     assert model.rpn.anchor_generator.stride == 16
-    model.rpn.train()
-    assert (model.rpn.pre_nms_top_n(), model.rpn.post_nms_top_n()) == (12000, 2000)
-    model.rpn.eval()
-    assert (model.rpn.pre_nms_top_n(), model.rpn.post_nms_top_n()) == (6000, 300)
+    assert rpn_top_n(model) == {"training": (12000, 2000), "testing": (6000, 300)}
     assert model.transform.size_divisible == 32
     pooler = model.roi_heads.box_roi_pool
     assert isinstance(pooler, SingleLevelRoIAlign) and pooler.output_size == 14 and pooler.aligned
@@ -51,7 +58,7 @@ def test_options_reach_torchvision():
     )
     assert model.transform.min_size == (640, 672, 704)
     assert model.rpn.anchor_generator.num_anchors_per_location() == [15]
-    assert model.rpn.eval().post_nms_top_n() == 1000
+    assert rpn_top_n(model)["testing"][1] == 1000
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 512
     assert (model.roi_heads.score_thresh, model.roi_heads.nms_thresh, model.roi_heads.detections_per_img) == (
         0.2,
@@ -81,6 +88,21 @@ def test_built_spec_is_accepted_and_kwargs_only_with_names():
     assert build_detector(spec, num_classes=2).backbone is spec.trunk
     with pytest.raises(ValueError, match="backbone_kwargs"):
         build_detector(spec, num_classes=2, backbone_kwargs={"weights": None})
+
+
+def test_a_trunk_without_out_channels_is_used_as_given():
+    trunk = nn.Sequential(nn.Conv2d(3, 8, 3, stride=16, padding=1), nn.ReLU())
+    head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 7 * 7, 32), nn.ReLU())
+    spec = backbones.BackboneSpec(trunk, 8, head, 32, backbones.PoolerSpec("roi_align", 7))
+    model = build_detector(spec, num_classes=3, min_size=64, max_size=96).eval()
+    assert model.backbone is trunk and not hasattr(trunk, "out_channels")
+    assert [key for key in model.state_dict() if key.startswith("backbone.")] == [
+        "backbone.0.weight",
+        "backbone.0.bias",
+    ]
+    assert model.rpn.head.conv[0][0].in_channels == 8
+    with torch.no_grad():
+        assert model([torch.rand(3, 64, 80)])[0]["boxes"].shape[1] == 4
 
 
 def test_poolers_match_torchvision_ops():

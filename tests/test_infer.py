@@ -14,7 +14,7 @@ from detection.cli import run_cli
 from detection.data import read_image
 from detection.errors import UserError
 from detection.inference.drawing import draw_annotation, draw_detections, label_colour
-from detection.inference.predictor import find_images
+from detection.inference.predictor import Predictor, find_images
 
 infer = load_tool("infer")
 
@@ -102,6 +102,17 @@ def test_score_threshold_and_glob_input(tmp_path, checkpoint):
     assert len(report["images"]) == 2 and report["failed"] == []
     assert all(score >= 0.34 for image in report["images"] for score in image["scores"])
     assert sorted(p.name for p in out.glob("*.jpg")) == ["x.jpg", "y.jpg"]
+
+
+def test_predictor_leaves_the_model_as_it_was(checkpoint):
+    model = load_detector(checkpoint).model.train()
+    default_threshold = model.roi_heads.score_thresh
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    everything = Predictor(model).predict_arrays([image])[0]["scores"]
+    kept = Predictor(model, score_thresh=0.34).predict_arrays([image])[0]["scores"]
+    assert all(module.training for module in model.modules())
+    assert model.roi_heads.score_thresh == default_threshold == 0.0
+    assert kept.tolist() == everything[everything >= 0.34].tolist() and 0 < len(kept) < len(everything)
 
 
 @pytest.mark.parametrize(

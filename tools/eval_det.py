@@ -50,7 +50,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
     from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
-    from detection.errors import CheckpointError
     from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
     from detection.evaluation.records import save_evaluation
 
@@ -60,13 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
     prepare_output_dir(output_dir, "--output-dir")
     dataset = build_evaluation_dataset(config, split)
-    num_classes = len(dataset.class_names) + 1
-    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=device, num_classes=num_classes)
-    if list(dataset.class_names) != loaded.class_names:
-        raise CheckpointError(
-            f"{args.checkpoint}: trained for the classes {loaded.class_names}, "
-            f"the dataset has {list(dataset.class_names)}"
-        )
+    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=device, class_names=dataset.class_names)
     metrics = evaluate_model(
         loaded.model, dataset, config, device=device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
     )

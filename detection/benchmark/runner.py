@@ -10,10 +10,10 @@ per-RoI head's cost disappear from the figures. :class:`FixedProposalRPN` theref
 
 import copy
 import json
+import logging
 import math
 import pickle
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,8 +33,11 @@ from torchvision.models.detection.image_list import ImageList
 from backbones import list_backbones
 
 from ..errors import UserError
+from ..memory import peak_memory_mib
 from ..modeling.detector import build_detector
 from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
+
+logger = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "fasterrcnn_resnet50_fpn"
 VARIANTS = ("plain", "inference_mode", "folded_bn", "channels_last", "all")
@@ -365,8 +368,8 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     options, setting = task.options, task.setting
     device = torch.device(options.device)
     torch.manual_seed(options.seed)
-    model = build_benchmark_model(task.model, options.num_classes)
-    configure(model, setting, model.rpn._post_nms_top_n["training"], options.seed).to(device).train()
+    model = build_benchmark_model(task.model, options.num_classes).train()
+    configure(model, setting, model.rpn.post_nms_top_n(), options.seed).to(device)  # the training top-N
     if options.train_rois_per_image is not None:
         model.roi_heads.fg_bg_sampler.batch_size_per_image = options.train_rois_per_image
     images = [random_image(setting, device, options.seed + i) for i in range(options.train_batch_size)]
@@ -409,30 +412,6 @@ def random_targets(
     return {"boxes": boxes.to(device), "labels": labels.to(device)}
 
 
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: ``max_memory_allocated``; CPU: this process's peak resident set size."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return peak_rss_mib()
-
-
-def peak_rss_mib() -> float:
-    """Peak resident set size of this process, in MiB.
-
-    On Linux, ``VmHWM`` of ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives ``exec``, so
-    in a child process it starts at the parent's peak.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
-
-
 def run_in_fresh_process(task: TrainTask) -> dict[str, Any]:
     """:func:`benchmark_train_step` in a new interpreter, so that its peak memory is its own.
 
@@ -468,8 +447,13 @@ def machine_info(device: torch.device, matmul_rate: float, matmul_size: int) -> 
     }
 
 
-def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Measures every requested backbone's detector (and the reference); returns the JSON-ready result."""
+def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measures every requested backbone's detector (and the reference); returns the JSON-ready result.
+
+    Args:
+        log: called with a line of progress before each measurement; default: this module's logger.
+    """
+    log = log or logger.info
     device = torch.device(options.device)
     matmul_size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
     log(f"measuring the {matmul_size}x{matmul_size} float32 matrix-multiply rate on {device}")

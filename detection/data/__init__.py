@@ -34,7 +34,6 @@ _PUBLIC = {
     "build_test_loader": "build",
     "build_train_loader": "build",
     "dataset_from_config": "build",
-    "COCO_CLASSES": "coco",
     "CocoDetection": "coco",
     "collate_detection": "collate",
     "DetectionDataset": "dataset",

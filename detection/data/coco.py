@@ -17,21 +17,8 @@ from .dataset import BadImagePolicy, DetectionDataset
 from .errors import DatasetError, DatasetWarning
 from .transforms import DetectionAugmentation
 
-__all__ = ["COCO_CLASSES", "CocoDetection"]
+__all__ = ["CocoDetection"]
 
-# The 80 category names of instances_*.json 2014/2017, in category-id order (ids 1..90 with gaps): the
-# class order of every detector trained on COCO, detectron2's included.
-COCO_CLASSES = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-)  # fmt: skip
 _NUMBER = (int, float)
 
 

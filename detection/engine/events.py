@@ -1,39 +1,16 @@
-"""Where training reports: ``log.txt`` and the console, TensorBoard event files, ``metrics.json`` lines.
+"""Where training reports besides the log (:mod:`detection.logs`): TensorBoard event files, ``metrics.json``.
 
-Only the main process writes; on the other ranks the writer is a no-op and the log shows errors only.
+Only the main process writes; on the other ranks the writer is a no-op.
 """
 
-import logging
 import os
-import sys
 from collections.abc import Mapping
 
 import numpy as np
 
 from ..files import json_text
 
-LOGGER_NAME = "detection"
-LOG_FILE = "log.txt"
 METRICS_FILE = "metrics.json"
-
-
-def setup_logging(output_dir: str | None, main_process: bool) -> logging.Logger:
-    """The package logger: INFO to stdout and ``output_dir/log.txt`` on the main process, errors only elsewhere."""
-    logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger.setLevel(logging.INFO if main_process else logging.ERROR)
-    logger.propagate = False
-    formatter = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if main_process and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(output_dir, LOG_FILE), encoding="utf-8"))
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        logger.addHandler(handler)
-    return logger
 
 
 class EventWriter:

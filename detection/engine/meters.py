@@ -1,12 +1,8 @@
-"""Per-iteration training statistics over a window: smoothed losses, timings, ETA, memory."""
+"""Per-iteration training statistics over a window: smoothed losses and timings, and the ETA."""
 
 import datetime
-import resource
-import sys
 from collections import defaultdict, deque
 from collections.abc import Mapping
-
-import torch
 
 
 class TrainingMeter:
@@ -39,11 +35,3 @@ class TrainingMeter:
             return "?"
         seconds = (self.max_iter - iteration) * sum(times) / len(times)
         return str(datetime.timedelta(seconds=int(seconds)))
-
-
-def memory_mb(device: torch.device) -> tuple[str, float]:
-    """``("memory/cuda_max_allocated_mb", ...)`` on CUDA, ``("memory/max_rss_mb", ...)`` on CPU."""
-    if device.type == "cuda":
-        return "memory/cuda_max_allocated_mb", torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return "memory/max_rss_mb", rss / (2**20 if sys.platform == "darwin" else 2**10)

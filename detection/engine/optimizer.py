@@ -5,7 +5,18 @@ from torch.optim import SGD
 
 from ..config import SolverConfig
 
-NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+NORM_TYPES = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.RMSNorm,
+)  # torchvision's FrozenBatchNorm2d has no parameters
 
 
 def build_optimizer(model: nn.Module, solver: SolverConfig) -> SGD:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import capture_rng_state, load_checkpoint, load_model_state, save_checkpoint
+from ..checkpoint import capture_rng_state, check_class_names, load_checkpoint, load_model_state, save_checkpoint
 from ..config import Config, config_to_dict
 from ..distributed import all_gather_object, get_world_size, is_main_process
 from ..errors import CheckpointError
@@ -128,11 +128,7 @@ class Checkpointer:
             raise CheckpointError(
                 f"{path}: cannot resume from it: no {', '.join(missing)} (use --weights to start from its model)"
             )
-        stored_classes = list(checkpoint.get("class_names") or [])
-        if stored_classes != list(self.class_names):
-            raise CheckpointError(
-                f"{path}: trained for the classes {stored_classes}, the dataset has {list(self.class_names)}"
-            )
+        check_class_names(path, checkpoint.get("class_names") or [], self.class_names)
         load_model_state(self.model, checkpoint["model"], path)
         try:
             self.optimizer.load_state_dict(checkpoint["optimizer"])

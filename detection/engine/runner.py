@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,20 +16,23 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import checkpoint_config, load_checkpoint, load_model_state
+from ..checkpoint import check_class_names, checkpoint_config, load_checkpoint, load_model_state
 from ..config import Config, SolverConfig, save_config
 from ..data.build import build_train_loader, dataset_from_config
 from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.pipeline import build_evaluation_dataset
+from ..logs import setup_logging
 from ..modeling.factory import architecture_differences, detector_from_config, resolve_model_config
-from .evaluation import TrainingEvaluator
-from .events import EventWriter, setup_logging
+from .events import EventWriter
+from .hooks import BestCheckpointer, EvalHook, HookBase, PeriodicCheckpointer, PeriodicLogger
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 from .precision import Precision
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 
@@ -49,8 +53,12 @@ class RunOptions:
     eval_only: bool = False
 
 
-def run_training(config: Config, options: RunOptions = RunOptions()) -> int:
+def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks: Sequence[HookBase] = ()) -> int:
     """Trains (or evaluates) as ``config`` says; returns the process exit code.
+
+    Args:
+        extra_hooks: called after the hooks of :func:`build_hooks` (early stopping, say); see
+            :mod:`detection.engine.hooks`.
 
     Raises:
         UserError: a config, dataset or checkpoint problem (one readable line).
@@ -60,7 +68,7 @@ def run_training(config: Config, options: RunOptions = RunOptions()) -> int:
         raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
     device = init_distributed(_device_type(config.device))
     try:
-        return _run(config, options, device)
+        return _run(config, options, device, extra_hooks)
     finally:
         destroy_distributed()
 
@@ -82,11 +90,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _run(config: Config, options: RunOptions, device: torch.device) -> int:
+def build_hooks(config: Config, evaluator: EvalHook, writer: EventWriter) -> list[HookBase]:
+    """Training's hooks, in the order that matters (see :mod:`detection.engine.hooks`)."""
+    return [
+        PeriodicLogger(writer, config.log_period),
+        evaluator,
+        BestCheckpointer(config.best_metric_name),
+        PeriodicCheckpointer(config.solver.checkpoint_period),
+    ]
+
+
+def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks: Sequence[HookBase]) -> int:
     rank, world_size = get_rank(), get_world_size()
     config = dataclasses.replace(config, model=resolve_model_config(config.model))
     batch_per_process = images_per_process(config.solver, world_size)
-    logger = setup_logging(config.output_dir, is_main_process())
+    setup_logging(config.output_dir, is_main_process())
     resume_path = find_resume_checkpoint(options.resume, config.output_dir) if options.resume else None
     weights_path = resume_path if options.eval_only and resume_path else options.weights
     weights = load_checkpoint(weights_path) if weights_path else None
@@ -97,7 +115,7 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
     train_set = None if options.eval_only else _training_dataset(config, class_names)
     model = detector_from_config(config.model, len(class_names) + 1)
     if weights is not None:
-        _load_weights(model, config, weights, weights_path, class_names, logger, fine_tune=not options.eval_only)
+        _load_weights(model, config, weights, weights_path, class_names, fine_tune=not options.eval_only)
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -110,9 +128,9 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
 
     writer = EventWriter(config.output_dir, enabled=is_main_process())
     try:
-        evaluator = TrainingEvaluator(test_set, config, device, config.output_dir, writer, logger)
+        evaluator = EvalHook(test_set, config, device, writer)
         if options.eval_only:
-            evaluator(model, int(weights.get("iteration") or 0))
+            evaluator.evaluate(model, int(weights.get("iteration") or 0))
             return 0
         optimizer = build_optimizer(model, config.solver)
         scheduler = build_lr_scheduler(optimizer, config.solver)
@@ -148,9 +166,8 @@ def _run(config: Config, options: RunOptions, device: torch.device) -> int:
         ddp_model = model
         if world_size > 1:
             ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        trainer = Trainer(
-            config, ddp_model, optimizer, scheduler, precision, checkpointer, evaluator, writer, logger, device
-        )
+        hooks = [*build_hooks(config, evaluator, writer), *extra_hooks]
+        trainer = Trainer(ddp_model, optimizer, scheduler, config.solver, precision, checkpointer, device, hooks)
         return trainer.train(iter(loader), state)
     finally:
         writer.close()
@@ -166,18 +183,12 @@ def _training_dataset(config: Config, class_names: list[str]) -> Any:
 
 
 def _load_weights(
-    model: torch.nn.Module,
-    config: Config,
-    checkpoint: dict,
-    path: str,
-    class_names: list[str],
-    logger: logging.Logger,
-    fine_tune: bool,
+    model: torch.nn.Module, config: Config, checkpoint: dict, path: str, class_names: list[str], fine_tune: bool
 ) -> None:
     """``--weights``: the checkpoint's model only; for fine-tuning, a predictor for other classes is skipped.
 
     The run's config must build the architecture the weights were trained in (same network, stride
-    placement and input normalisation), or the loaded weights would compute something else.
+    placement and input convention), or the loaded weights would compute something else.
     """
     differences = architecture_differences(checkpoint_config(checkpoint, path).model, config.model)
     if differences:
@@ -187,8 +198,8 @@ def _load_weights(
             "or set those keys with --opts"
         )
     stored = list(checkpoint.get("class_names") or [])
-    if not fine_tune and stored != class_names:
-        raise CheckpointError(f"{path}: trained for the classes {stored}, the dataset has {class_names}")
+    if not fine_tune:
+        check_class_names(path, stored, class_names)
     skipped = load_model_state(model, checkpoint["model"], path, skip_mismatched_predictor=fine_tune)
     logger.info(
         f"initialised the model from {path}"

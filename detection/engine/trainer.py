@@ -1,4 +1,4 @@
-"""The training loop: one optimizer step per iteration, with periodic logging, evaluation and checkpoints."""
+"""The training loop: one optimizer step per iteration; everything periodic is a hook (:mod:`.hooks`)."""
 
 import contextlib
 import itertools
@@ -6,7 +6,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +15,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import capture_rng_state, restore_rng_state
-from ..config import Config
+from ..config import SolverConfig
 from ..distributed import all_reduce_mean
 from ..errors import UserError
-from .events import EventWriter
-from .meters import TrainingMeter, memory_mb
+from .hooks import HookBase
 from .precision import Precision
-from .run_checkpoints import BEST_CHECKPOINT, FINAL_CHECKPOINT, Checkpointer, TrainingState, periodic_checkpoint_name
+from .run_checkpoints import Checkpointer, TrainingState, periodic_checkpoint_name
 from .signals import StopRequest
+
+logger = logging.getLogger(__name__)
 
 Batch = tuple[list[Tensor], list[dict[str, Any]]]
 
@@ -40,75 +41,118 @@ class _Snapshot:
 
 
 class Trainer:
-    """Runs iterations ``state.iteration .. max_iter`` of SGD on a detector.
+    """Runs iterations ``state.iteration .. solver.max_iter`` of SGD on a detector, calling hooks around them.
 
     An iteration takes ``solver.accumulate_grad_batches`` batches from the data iterator (forward
     and backward each, gradients summed over them at ``1 / accumulate`` weight), then clips the
     gradient norm if configured and takes one optimizer and scheduler step. Before any backward the
     loss is checked on every process: a non-finite one (or a non-finite gradient norm outside fp16)
     restores the iteration's starting state, saves it and raises :class:`NonFiniteLossError`.
-    SIGINT/SIGTERM end the loop after the current iteration with a checkpoint.
+    SIGINT/SIGTERM, or a hook's :meth:`request_stop`, end the loop after the current iteration's hooks,
+    with a checkpoint to resume from.
+
+    What hooks read: :attr:`iteration`, :attr:`max_iter`, :attr:`step_stats` (the last iteration's
+    losses, ``lr``, ``grad_norm`` and timings), :attr:`evaluations` (iteration -> metrics, filled by
+    ``EvalHook``), :attr:`state`, :attr:`checkpointer`, :attr:`model`, :attr:`module`, :attr:`device`.
 
     Args:
         model: the detector, possibly wrapped in ``DistributedDataParallel``.
-        evaluate: ``evaluate(unwrapped_model, iteration) -> metrics`` (every process).
+        checkpointer: saves the checkpoint to resume from when the loop stops early.
+        hooks: called in this order (see :mod:`detection.engine.hooks` for the order training uses).
     """
 
     def __init__(
         self,
-        config: Config,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
+        solver: SolverConfig,
         precision: Precision,
         checkpointer: Checkpointer,
-        evaluate: Callable[[nn.Module, int], dict[str, float]],
-        writer: EventWriter,
-        logger: logging.Logger,
         device: torch.device,
+        hooks: Sequence[HookBase] = (),
     ) -> None:
-        self.config = config
-        self.solver = config.solver
         self.model = model
         self.module = model.module if isinstance(model, DistributedDataParallel) else model
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.solver = solver
         self.precision = precision
         self.checkpointer = checkpointer
-        self.evaluate = evaluate
-        self.writer = writer
-        self.logger = logger
         self.device = device
+        self.hooks: list[HookBase] = []
+        self.register_hooks(hooks)
         self.state = TrainingState()
-        self.meter = TrainingMeter(self.solver.max_iter, config.log_period)
+        self.step_stats: dict[str, float] = {}
+        self.evaluations: dict[int, dict[str, float]] = {}
+        self.stop_reason: str | None = None
+        self._stop_exit_code = 0
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    @property
+    def max_iter(self) -> int:
+        return self.solver.max_iter
+
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Appends ``hooks``, called after those already registered."""
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
+
+    def request_stop(self, reason: str, exit_code: int = 0) -> None:
+        """Ends training after this iteration's hooks, with a checkpoint; ``train`` returns ``exit_code``.
+
+        Args:
+            reason: completes "stopped by ..." in the log, e.g. ``"early stopping: bbox/AP flat for 5 evaluations"``.
+        """
+        if self.stop_reason is None:
+            self.stop_reason, self._stop_exit_code = reason, exit_code
+
+    def save_resume_point(self, rng: dict[str, Any] | None = None) -> str:
+        """Saves the state after :attr:`iteration` as ``model_{iteration:07d}.pth``, the one ``--resume`` picks.
+
+        Where the loop ends early (a stop, divergence) it saves through here; ``rng`` replaces the
+        current RNG state (the state an undone iteration started from).
+        """
+        return self.checkpointer.save(periodic_checkpoint_name(self.state.iteration), self.state, rng=rng)
 
     def train(self, data: Iterator[Batch], state: TrainingState) -> int:
-        """Trains to ``solver.max_iter``; returns the process exit code (0, or 128 + signal when stopped)."""
+        """Trains to ``solver.max_iter``; returns the process exit code (0; 128 + signal when a signal stopped it)."""
         self.state = state
         self.model.train()
-        self.logger.info(f"training from iteration {state.iteration} to {self.solver.max_iter}")
+        logger.info(f"training from iteration {state.iteration} to {self.max_iter}")
         # Data loader workers forked from here on inherit the handlers, so a signal sent to the whole
         # process group (Ctrl+C, a job scheduler) does not kill them under the main process.
-        with StopRequest() as stop:
-            # Starting the loader draws worker seeds from the global RNG, so the stream starts before
-            # the RNG state is restored: a resumed run then draws exactly what the uninterrupted one did.
-            data = itertools.chain([next(data)], data)
-            if state.rng is not None:
-                restore_rng_state(state.rng)
-            while state.iteration < self.solver.max_iter:
-                stats, stop_everywhere = self.run_step(data, stop.requested)
-                state.iteration += 1
-                self.meter.update(stats)
-                self._after_step()
-                if stop_everywhere and state.iteration < self.solver.max_iter:
-                    path = self.checkpointer.save(periodic_checkpoint_name(state.iteration), state)
-                    self.logger.info(
-                        f"stopped by a signal after iteration {state.iteration}; saved {path}; continue with --resume"
-                    )
-                    self.writer.flush()
-                    return stop.exit_code if stop.requested else 128 + signal.SIGTERM
-        self.writer.flush()
-        return 0
+        with StopRequest() as signals:
+            try:
+                for hook in self.hooks:
+                    hook.before_train()
+                # Starting the loader draws worker seeds from the global RNG, so the stream starts before
+                # the RNG state is restored: a resumed run then draws exactly what the uninterrupted one did.
+                data = itertools.chain([next(data)], data)
+                if state.rng is not None:
+                    restore_rng_state(state.rng)
+                while state.iteration < self.max_iter and self.stop_reason is None:
+                    self.step_stats, signalled = self.run_step(data, signals.requested)
+                    state.iteration += 1
+                    if signalled:  # on every process: the flag is reduced with the losses
+                        self.request_stop("a signal", signals.exit_code if signals.requested else 128 + signal.SIGTERM)
+                    for hook in self.hooks:
+                        hook.after_step()
+                if self.stop_reason is None or state.iteration == self.max_iter:
+                    return 0
+                path = self.save_resume_point()
+                logger.info(
+                    f"stopped by {self.stop_reason} after iteration {state.iteration}; saved {path}; "
+                    "continue with --resume"
+                )
+                return self._stop_exit_code
+            finally:
+                for hook in self.hooks:
+                    hook.after_train()
 
     def run_step(self, data: Iterator[Batch], stop_requested: bool) -> tuple[dict[str, float], bool]:
         """One iteration. Returns its statistics and whether any process was asked to stop."""
@@ -180,12 +224,7 @@ class Trainer:
 
     def _stop_diverged(self, snapshot: _Snapshot, what: str, values: dict[str, float]) -> None:
         """Saves the state the iteration started from and raises :class:`NonFiniteLossError`."""
-        with torch.no_grad():
-            for name, buffer in self.module.named_buffers():
-                buffer.copy_(snapshot.buffers[name])
-        self.optimizer.zero_grad(set_to_none=True)
-        path = self.checkpointer.save(periodic_checkpoint_name(self.state.iteration), self.state, rng=snapshot.rng)
-        self.writer.flush()
+        path = self._undo_iteration(snapshot)
         terms = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
         raise NonFiniteLossError(
             f"non-finite {what} in iteration {self.state.iteration + 1}: {terms}; saved the last good state "
@@ -193,46 +232,11 @@ class Trainer:
             "or set solver.clip_grad_norm, then continue with --resume"
         )
 
-    def _after_step(self) -> None:
-        iteration, solver = self.state.iteration, self.solver
-        last = iteration == solver.max_iter
-        if iteration % self.config.log_period == 0 or last:
-            self._log()
-        if last or (self.config.test.eval_period > 0 and iteration % self.config.test.eval_period == 0):
-            self._evaluate()
-        if last:
-            self.checkpointer.save(FINAL_CHECKPOINT, self.state)
-        elif iteration % solver.checkpoint_period == 0:
-            self.checkpointer.save(periodic_checkpoint_name(iteration), self.state)
-
-    def _log(self) -> None:
-        iteration = self.state.iteration
-        values = self.meter.means()
-        values["lr"] = self.meter.latest("lr")
-        memory_tag, memory = memory_mb(self.device)
-        values[memory_tag] = memory
-        self.writer.write_scalars(values, iteration)
-        terms = " ".join(
-            f"{tag.removeprefix('loss/')} {value:.4f}"
-            for tag, value in values.items()
-            if tag.startswith("loss/") and tag != "loss/total"
-        )
-        self.logger.info(
-            f"iter {iteration}/{self.solver.max_iter}  loss {values['loss/total']:.4f} ({terms})  "
-            f"lr {values['lr']:.3g}  "
-            f"time {values['time/iteration']:.3f}s  data {values['time/data']:.3f}s  mem {memory:.0f}MB  "
-            f"eta {self.meter.eta(iteration)}"
-        )
-
-    def _evaluate(self) -> None:
-        metrics = self.evaluate(self.module, self.state.iteration)
-        name = self.config.best_metric_name
-        value = metrics.get(name)
-        if value is None or not math.isfinite(value):
-            self.logger.warning(f"best_metric {name!r} is not among the finite evaluation results; no best checkpoint")
-            return
-        best = self.state.best
-        if best is None or best["name"] != name or value > best["value"]:
-            self.state.best = {"name": name, "value": float(value), "iteration": self.state.iteration}
-            path = self.checkpointer.save(BEST_CHECKPOINT, self.state, update_pointer=False)
-            self.logger.info(f"new best {name} {value:.4f} at iteration {self.state.iteration}: saved {path}")
+    def _undo_iteration(self, snapshot: _Snapshot) -> str:
+        """Restores the state the current iteration started from (no optimizer step has been taken) and saves
+        it to resume from; returns the checkpoint's path."""
+        with torch.no_grad():
+            for name, buffer in self.module.named_buffers():
+                buffer.copy_(snapshot.buffers[name])
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.save_resume_point(rng=snapshot.rng)

@@ -12,6 +12,7 @@ C++ matching and accumulation, same numbers), each with its own COCO API object 
 import contextlib
 import copy
 import io
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,8 @@ import numpy as np
 
 from .curves import PrecisionRecall
 from .tables import format_metric, format_table
+
+logger = logging.getLogger(__name__)
 
 COCO_BACKENDS = ("pycocotools", "faster")
 # The 12 numbers of COCOeval.summarize(), in its order; the returned keys are "bbox/<name>".
@@ -119,13 +122,13 @@ def evaluate_coco(
     With ``figures_dir``, also writes the per-class precision/recall curves at IoU 0.50 and 0.75 (this
     evaluation's own arrays), the per-class AP bars and the error breakdown there (see ``plots``).
 
-    Prints ``COCOeval``'s 12-number summary and a per-class AP / AP50 table. Returns the
+    Logs ``COCOeval``'s 12-number summary and a per-class AP / AP50 table. Returns the
     values in ``[0, 1]`` as ``bbox/<name>`` for ``COCO_SUMMARY_NAMES`` and ``bbox/AP_<category>``,
     ``bbox/AP50_<category>`` per category; ``nan`` where there is no ground truth to measure (e.g.
     ``APs`` without small objects; ``COCOeval`` prints ``-1``).
     """
     cocoeval_class = _backend_classes(backend)[1]
-    # COCOeval's progress chatter is dropped; its summary is printed below.
+    # COCOeval's progress chatter is dropped; its summary is logged below.
     with contextlib.redirect_stdout(io.StringIO()):
         coco_dt = load_coco_results(coco_gt, results)
         cocoeval_kwargs = {"print_function": print} if backend == "faster" else {}
@@ -135,15 +138,20 @@ def evaluate_coco(
             coco_eval.params.catIds = sorted(int(category_id) for category_id in category_ids)
         coco_eval.evaluate()
         coco_eval.accumulate()
-    print(f"COCO bbox evaluation ({backend}), {len(image_ids)} images, {len(results)} detections:")
-    coco_eval.summarize()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):  # COCOeval prints its summary
+        coco_eval.summarize()
+    logger.info(
+        f"COCO bbox evaluation ({backend}), {len(image_ids)} images, {len(results)} detections:\n"
+        + summary.getvalue().rstrip()
+    )
     metrics = {f"bbox/{name}": _metric(value) for name, value in zip(COCO_SUMMARY_NAMES, coco_eval.stats[:12])}
     per_class = _per_class_ap(coco_eval, coco_gt)
     for name, (ap, ap50) in per_class.items():
         metrics[f"bbox/AP_{name}"] = ap
         metrics[f"bbox/AP50_{name}"] = ap50
     rows = [[name, format_metric(ap), format_metric(ap50)] for name, (ap, ap50) in per_class.items()]
-    print(format_table(["category", "AP", "AP50"], rows))
+    logger.info("per-category AP over IoU 0.50:0.95 and at 0.50:\n" + format_table(["category", "AP", "AP50"], rows))
     if figures_dir is not None:
         _write_figures(figures_dir, coco_eval, coco_gt, results, image_ids, per_class)
     return metrics

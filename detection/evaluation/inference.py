@@ -3,20 +3,17 @@
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from ..distributed import all_gather_object, is_main_process
-
-# dataset index -> {"boxes": float32 [n, 4] xyxy original pixels, "scores": float32 [n], "labels": int64 [n]}
-Predictions = dict[int, dict[str, np.ndarray]]
+from ..modeling.outputs import Detections, Predictions, detections_to_numpy, eval_mode
 
 
 def run_inference(
     model: nn.Module, data_loader: Iterable[Any], device: torch.device | str, progress: bool = True
-) -> Predictions:
+) -> dict[int, Detections]:
     """Predictions of ``model`` on every image of ``data_loader``, keyed by dataset index.
 
     Args:
@@ -32,25 +29,16 @@ def run_inference(
     returns the predictions of all ranks.
     """
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    predictions: Predictions = {}
-    try:
-        with torch.inference_mode():
-            for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
-                outputs = model([image.to(device) for image in images])
-                for target, output in zip(targets, outputs):
-                    predictions[int(target["index"])] = {
-                        "boxes": output["boxes"].float().cpu().numpy().reshape(-1, 4),
-                        "scores": output["scores"].float().cpu().numpy(),
-                        "labels": output["labels"].cpu().numpy().astype(np.int64),
-                    }
-    finally:
-        model.train(was_training)
+    predictions: dict[int, Detections] = {}
+    with eval_mode(model), torch.inference_mode():
+        for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
+            outputs = model([image.to(device) for image in images])
+            for target, output in zip(targets, outputs):
+                predictions[int(target["index"])] = detections_to_numpy(output)
     return _gather(predictions)
 
 
-def _gather(predictions: Predictions) -> Predictions:
+def _gather(predictions: Predictions) -> dict[int, Detections]:
     """All ranks' predictions merged, in index order (a sampler's padding repeats images: kept once)."""
     merged = {index: prediction for part in all_gather_object(predictions) for index, prediction in part.items()}
     return dict(sorted(merged.items()))

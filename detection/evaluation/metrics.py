@@ -6,6 +6,7 @@ detections (empty arrays) counts. What evaluation reads from a dataset (annotati
 is read once per dataset object and kept while the dataset lives, not rebuilt per evaluation.
 """
 
+import logging
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from ..files import json_text
+from ..modeling.outputs import Predictions
 from .coco_evaluation import COCO_BACKENDS, coco_ground_truth_json, coco_results, evaluate_coco, load_coco_api
 from .voc_evaluation import VOC_METHODS, evaluate_voc, write_devkit_results
 
 METRICS = ("coco", "voc")
 COCO_RESULTS_FILE = "coco_instances_results.json"
 
-# dataset index -> {"boxes": [n, 4] xyxy original pixels, "scores": [n], "labels": [n] in 1..K}
-Predictions = Mapping[int, Mapping[str, Any]]
+logger = logging.getLogger(__name__)
 
 
 class DatasetGroundTruth:
@@ -87,7 +88,7 @@ def evaluate_predictions(
     voc_coco_style: bool = False,
     figures: bool = False,
 ) -> dict[str, float]:
-    """Evaluates ``predictions`` on the ground truth of ``dataset``, prints the tables, returns the metrics.
+    """Evaluates ``predictions`` on the ground truth of ``dataset``, logs the tables, returns the metrics.
 
     Args:
         dataset: a detection dataset (``class_names``, ``get_annotation``, ``len``; ``coco`` and
@@ -121,7 +122,7 @@ def evaluate_predictions(
     ground_truth = dataset_ground_truth(dataset)
     predictions = check_predictions(predictions, ground_truth)
     if len(predictions) < len(ground_truth.annotations):
-        print(f"Evaluating the {len(predictions)} predicted images of {len(ground_truth.annotations)}.")
+        logger.info(f"Evaluating the {len(predictions)} predicted images of {len(ground_truth.annotations)}.")
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
     figures_dir = output_dir if figures else None

@@ -41,6 +41,7 @@ exactly, and it equals the plain continuous IoU of the package boxes. The result
 devkit coordinates with detectron2's decimals, and the evaluation uses the same rounded values.
 """
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,6 +54,8 @@ from .tables import format_metric, format_table
 # detectron2's result files: "image score xmin ymin xmax ymax" with these decimals, read back to evaluate.
 SCORE_DECIMALS, BOX_DECIMALS = 3, 1
 ELEVEN_POINT_RECALLS = np.arange(0.0, 1.1, 0.1)
+
+logger = logging.getLogger(__name__)
 
 VOC_METHODS = ("11point", "area")
 # detectron2's PascalVOCDetectionEvaluator: VOC AP at IoU 0.50:0.05:0.95.
@@ -207,7 +210,7 @@ def evaluate_voc(
     coco_style: bool = False,
     figures_dir: str | Path | None = None,
 ) -> dict[str, float]:
-    """VOC metrics, printed as a per-class table and returned in ``[0, 1]``: ``voc/mAP`` and
+    """VOC metrics, logged as a per-class table and returned in ``[0, 1]``: ``voc/mAP`` and
     ``voc/AP_<class>`` at IoU 0.5; with ``coco_style`` also ``voc/AP`` (the mean over IoU
     0.50:0.05:0.95 of the mAP at each IoU), ``voc/AP50`` and ``voc/AP75``. With ``figures_dir``, also
     writes the per-class precision/recall curves at IoU 0.5 and the per-class AP bars there."""
@@ -220,14 +223,15 @@ def evaluate_voc(
     metrics.update({f"voc/AP_{name}": float(value) for name, value in zip(class_names, ap[0])})
     rows = [[name, format_metric(value)] for name, value in zip(class_names, ap[0])]
     rows.append(["mAP", format_metric(metrics["voc/mAP"])])
-    print(f"PASCAL VOC AP at IoU 0.5 ({method} method), {len(detections)} images:")
-    print(format_table(["class", "AP"], rows))
+    logger.info(
+        f"PASCAL VOC AP at IoU 0.5 ({method} method), {len(detections)} images:\n" + format_table(["class", "AP"], rows)
+    )
     if coco_style:
         map_per_threshold = [_nanmean(row) for row in ap]
         metrics["voc/AP"] = float(np.mean(map_per_threshold))
         metrics["voc/AP50"] = map_per_threshold[thresholds.index(0.5)]
         metrics["voc/AP75"] = map_per_threshold[thresholds.index(0.75)]
-        print(
+        logger.info(
             "VOC AP@[.5:.95] "
             + ", ".join(f"{key[4:]} {format_metric(metrics[key])}" for key in ("voc/AP", "voc/AP50", "voc/AP75"))
         )

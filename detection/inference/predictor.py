@@ -1,5 +1,6 @@
 """Batched inference over image files: read, detect, report the files that cannot be read."""
 
+import contextlib
 import glob
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,6 +14,7 @@ from torch import nn
 from ..data.errors import ImageReadError
 from ..data.images import read_image
 from ..errors import UserError
+from ..modeling.outputs import Detections, detections_to_numpy, eval_mode
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
@@ -83,6 +85,8 @@ def _is_image_name(path: Path) -> bool:
 class Predictor:
     """Runs a torchvision detector on batches of images given as files or arrays.
 
+    The model is moved to ``device``; its mode and score threshold are changed only while it predicts.
+
     Args:
         model: a detector that takes a list of ``[3, H, W]`` float images in ``[0, 1]`` and returns,
             per image, ``boxes`` in that image's pixels, ``scores`` and ``labels`` (torchvision's
@@ -90,7 +94,7 @@ class Predictor:
         device: where the model runs.
         batch_size: images per forward pass.
         score_thresh: keep detections scoring at least this; None keeps the model's own threshold.
-            Set on the model's RoI heads, so that it also applies below the model's default.
+            Applied as the RoI heads' threshold, so that it also works below the model's default.
     """
 
     def __init__(
@@ -102,16 +106,15 @@ class Predictor:
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
+        if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
+            raise UserError(f"score threshold must be in [0, 1], got {score_thresh}")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device)
         self.batch_size = batch_size
-        if score_thresh is not None:
-            if not 0.0 <= score_thresh <= 1.0:
-                raise UserError(f"score threshold must be in [0, 1], got {score_thresh}")
-            self.model.roi_heads.score_thresh = score_thresh
+        self.score_thresh = score_thresh
 
     @torch.inference_mode()
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """Detections for ``uint8`` ``[H, W, 3]`` RGB arrays, run as one batch.
 
         Returns:
@@ -119,15 +122,21 @@ class Predictor:
             ``labels`` int64 ``[n]``, by descending score.
         """
         tensors = [torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255.0) for image in images]
-        outputs = self.model(tensors)
-        return [
-            {
-                "boxes": output["boxes"].float().cpu().numpy().reshape(-1, 4),
-                "scores": output["scores"].float().cpu().numpy(),
-                "labels": output["labels"].cpu().numpy().astype(np.int64),
-            }
-            for output in outputs
-        ]
+        with eval_mode(self.model), self._score_threshold():
+            outputs = self.model(tensors)
+        return [detections_to_numpy(output) for output in outputs]
+
+    @contextlib.contextmanager
+    def _score_threshold(self) -> Iterator[None]:
+        if self.score_thresh is None:
+            yield
+            return
+        roi_heads = self.model.roi_heads
+        default, roi_heads.score_thresh = roi_heads.score_thresh, self.score_thresh
+        try:
+            yield
+        finally:
+            roi_heads.score_thresh = default
 
     def predict_files(self, paths: Iterable[Path]) -> Iterator[ImageDetections | ReadFailure]:
         """One result per path, in order: its detections, or a :class:`ReadFailure` if it cannot be read.

@@ -67,7 +67,8 @@ class StrideAnchorGenerator(nn.Module):
         self.aspect_ratios = tuple(float(ratio) for ratio in aspect_ratios)
         self.stride = stride
         self.offset = offset
-        self.register_buffer("cell_anchors", cell_anchors(self.sizes, self.aspect_ratios), persistent=False)
+        # Not a buffer: float32 whatever the model is cast to, and no state for initialisers to overwrite.
+        self.cell_anchors = cell_anchors(self.sizes, self.aspect_ratios)
 
     def num_anchors_per_location(self) -> list[int]:
         return [len(self.sizes) * len(self.aspect_ratios)]
@@ -75,5 +76,6 @@ class StrideAnchorGenerator(nn.Module):
     def forward(self, image_list: ImageList, feature_maps: list[Tensor]) -> list[Tensor]:
         """One ``[H * W * A, 4]`` tensor per image, for the single feature map ``[B, C, H, W]``."""
         height, width = feature_maps[0].shape[-2:]
-        anchors = grid_anchors(self.cell_anchors, (height, width), self.stride, self.offset)
+        cell = self.cell_anchors.to(feature_maps[0].device)
+        anchors = grid_anchors(cell, (height, width), self.stride, self.offset)
         return [anchors for _ in range(len(image_list.image_sizes))]

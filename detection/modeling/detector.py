@@ -102,3 +102,11 @@ def _assemble(trunk: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform:
     model = FasterRCNN.__new__(FasterRCNN)
     GeneralizedRCNN.__init__(model, trunk, rpn, roi_heads, transform)
     return model
+
+
+class _ChannelsDeclared(nn.Module):
+    """Stands in for the trunk in FasterRCNN's constructor, which needs only ``out_channels`` from it."""
+
+    def __init__(self, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = out_channels

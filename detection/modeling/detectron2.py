@@ -32,7 +32,6 @@ from backbones.pickles import load_array_pickle
 
 from ..checkpoint import load_model_state, save_checkpoint
 from ..config import CONFIG_DIR, Config, config_to_dict, load_config
-from ..data.coco import COCO_CLASSES
 from ..errors import CheckpointError
 from .factory import detector_from_config
 
@@ -43,6 +42,21 @@ RPN_NAMES = {"conv": "conv.0.0", "objectness_logits": "cls_logits", "anchor_delt
 # Buffers detectron2 may store that carry no weights: the input normalisation (checked against MSRA's)
 # and the anchors (recomputed).
 PIXEL_KEYS = ("pixel_mean", "pixel_std")
+
+
+# The 80 category names of COCO's instances_*.json (2014, 2017) in category-id order (ids 1..90 with gaps):
+# the class order of detectron2's COCO models, stored with a converted model unless --classes says otherwise.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)  # fmt: skip
 
 
 class ConversionError(CheckpointError):
