@@ -1,0 +1,95 @@
+"""Numerical precision of inference: float32, or bfloat16/float16 autocast where the hardware runs it fast.
+
+The detector stays accurate under autocast by construction (:mod:`detection.modeling`): anchors, the RPN's
+logits and deltas, the box predictor, box decoding, NMS and RoIAlign's coordinates are float32; only the
+convolutions and matrix products of the trunk, the per-RoI head and the RPN's 3x3 conv take the lower
+precision.
+"""
+
+import contextlib
+import functools
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .errors import UserError
+
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# CPU flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Cooper Lake, Zen 4
+# and later) and AMX (Sapphire Rapids and later).
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The :data:`CPU_BF16_FLAGS` this CPU reports (none where ``/proc/cpuinfo`` does not exist)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            flags = next((line.split(":", 1)[1].split() for line in file if line.startswith("flags")), [])
+    except OSError:
+        return ()
+    return tuple(flag for flag in CPU_BF16_FLAGS if flag in flags)
+
+
+@dataclass(frozen=True)
+class InferencePrecision:
+    """The precision inference runs in, and why (for the tools to say at start).
+
+    Attributes:
+        name: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        device_type: ``"cpu"`` or ``"cuda"``.
+        reason: one phrase, e.g. ``"the CPU has avx512_bf16"``.
+    """
+
+    name: str
+    device_type: str
+    reason: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype; None for float32."""
+        return DTYPES[self.name]
+
+    def autocast(self) -> AbstractContextManager:
+        """Context that runs the model in this precision."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device_type} ({self.reason})"
+
+
+def resolve_precision(requested: str, device: torch.device | str) -> InferencePrecision:
+    """What ``--precision requested`` means on ``device``.
+
+    ``auto`` is bf16 where the hardware computes it natively (a CPU with :data:`CPU_BF16_FLAGS`, a CUDA
+    device with bfloat16 support), else fp32. ``bf16`` on a CPU without those flags runs, emulated and
+    slower than fp32 (said in the reason). ``fp16`` needs CUDA.
+
+    Raises:
+        UserError: an unknown name, or fp16 on CPU.
+    """
+    device = torch.device(device)
+    if requested not in PRECISIONS:
+        raise UserError(f"--precision: unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
+    native = _native_bf16(device)
+    if requested == "auto":
+        return InferencePrecision("bf16" if native else "fp32", device.type, f"auto: {native or 'no native bfloat16'}")
+    if requested == "fp16" and device.type != "cuda":
+        raise UserError("--precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
+    if requested == "bf16" and not native:
+        return InferencePrecision("bf16", device.type, "requested; no native bfloat16 here, so emulated and slow")
+    return InferencePrecision(requested, device.type, "requested")
+
+
+def _native_bf16(device: torch.device) -> str:
+    """Why ``device`` computes bfloat16 natively ("" if it does not)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} supports bfloat16" if torch.cuda.is_bf16_supported() else ""
+    flags = cpu_bf16_flags()
+    return f"the CPU has {' and '.join(flags)}" if flags else ""
