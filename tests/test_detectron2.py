@@ -266,9 +266,9 @@ def test_crafted_pickle_is_refused_without_running_it(tmp_path):
 
 
 def fake_detectron2_keys(res4_blocks: int, extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    keys = ["roi_heads.res5.0.conv1.weight", "roi_heads.box_predictor.cls_score.weight", *extra]
-    keys += [f"backbone.res4.{i}.conv1.weight" for i in range(res4_blocks)]
-    return {key: torch.zeros(1) for key in keys}
+    """Names of a C4 model's parts (res4 blocks, res5, an 80-class predictor), with placeholder values."""
+    keys = ["roi_heads.res5.0.conv1.weight", *extra, *(f"backbone.res4.{i}.conv1.weight" for i in range(res4_blocks))]
+    return {**{key: torch.zeros(1) for key in keys}, "roi_heads.box_predictor.cls_score.weight": torch.zeros(81, 8)}
 
 
 def test_depth_is_found_from_the_res4_blocks():
@@ -360,14 +360,18 @@ def test_convert_tool_errors_are_one_line(tmp_path, msra_resnet50):
     fpn = tmp_path / "fpn.pkl"
     fpn.write_bytes(pickle.dumps({"model": {"backbone.bottom_up.stem.conv1.weight": np.zeros(1)}, "__author__": "x"}))
     unknown = tmp_path / "unknown.pth"
-    torch.save(
-        {"model": {k: torch.zeros(1) for k in fake_detectron2_keys(6, ("roi_heads.mask_head.x.weight",))}}, unknown
-    )
+    torch.save({"model": fake_detectron2_keys(6, ("roi_heads.mask_head.x.weight",))}, unknown)
+    incomplete = tmp_path / "incomplete.pth"  # an R50-C4's res4 and res5 names, but not its other weights
+    torch.save({"model": fake_detectron2_keys(6)}, incomplete)
+    scoreless = {**fake_detectron2_keys(6), "roi_heads.box_predictor.cls_score.weight": torch.zeros(1)}
+    torch.save({"model": scoreless}, tmp_path / "scoreless.pth")
     cases = {
         tmp_path / "missing.pkl": "not found",
+        incomplete: r"weights do not fit the model \(missing: backbone\.bn1\.bias, .*\(\d+ in all\)",
         imagenet_file: "ImageNet backbone weights",
         fpn: "an FPN model",
         unknown: "keys of no C4 Faster R-CNN part: .*roi_heads.mask_head.x.weight",
+        fpn.with_name("scoreless.pth"): r"cls_score.weight is \[1\]; expected \[K \+ 1, C\]",
     }
     for source, message in cases.items():
         result = run_tool([sys.executable, str(CONVERT_TOOL), str(source), str(tmp_path / "out.pth")])

@@ -148,8 +148,9 @@ def detectron2_depth(state_dict: dict[str, torch.Tensor], source: str) -> int:
 def detectron2_num_classes(state_dict: dict[str, torch.Tensor], source: str) -> int:
     """K, the foreground classes of the box predictor (``cls_score`` has K + 1 rows)."""
     scores = state_dict.get("roi_heads.box_predictor.cls_score.weight")
-    if scores is None:
-        raise ConversionError(f"{source}: no roi_heads.box_predictor.cls_score.weight")
+    if scores is None or scores.dim() != 2 or scores.shape[0] < 2:
+        shape = "none" if scores is None else list(scores.shape)
+        raise ConversionError(f"{source}: roi_heads.box_predictor.cls_score.weight is {shape}; expected [K + 1, C]")
     return scores.shape[0] - 1
 
 
