@@ -8,11 +8,12 @@ Before it writes anything, a run checks what would be lost: a resume that change
 folder as it was; any later user error that ends the run is also the last line of ``log.txt``.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,14 +210,64 @@ def _train_or_evaluate(
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)
-    if is_main_process() and not (options.eval_only and resume):  # evaluating a run leaves its config
+    logger.info(f"{world_size} process(es) on {device.type}")
+
+    if options.eval_only:
+        with _run_records(config, resume, evaluating=True) as writer:
+            EvalHook(test_set, config, device, writer).evaluate(model, int(weights.get("iteration") or 0))
+        return 0
+    optimizer = build_optimizer(model, config.solver)
+    scheduler = build_lr_scheduler(optimizer, config.solver)
+    precision = Precision(config.solver.amp, device, logger)
+    checkpointer = Checkpointer(config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names)
+    state = TrainingState()
+    if resume_path:
+        state = checkpointer.resume(resume_path, rank)
+        logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
+    if state.iteration >= config.solver.max_iter:
+        logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
+        return 0
+    if resume_path and state.rng is None:
+        logger.warning(
+            "the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly"
+        )
+        seed_everything(config.seed + rank + state.iteration)
+
+    loader = build_train_loader(
+        train_set,
+        batch_per_process,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+        start_iter=state.iteration * config.solver.accumulate_grad_batches,
+        aspect_ratio_grouping=config.data.aspect_ratio_grouping,
+    )
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    with _run_records(config, resume, evaluating=False) as writer:
+        hooks = [
+            *build_hooks(config, evaluator=EvalHook(test_set, config, device, writer), writer=writer),
+            *extra_hooks,
+        ]
+        trainer = Trainer(ddp_model, optimizer, scheduler, config.solver, precision, checkpointer, device, hooks)
+        return trainer.train(iter(loader), state)
+
+
+@contextlib.contextmanager
+def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) -> Iterator[EventWriter]:
+    """``config.yaml`` written (the one a changed resume replaces kept), and the event writer, once the run is
+    about to begin: a start that fails earlier changes none of the run's records.
+
+    Args:
+        evaluating: ``--eval-only``: a resumed run's own config and metrics stay as they are (the
+            evaluation is added to them).
+    """
+    if is_main_process() and not (evaluating and resume):
         kept = write_run_config(config, config.output_dir, resume.iteration if resume else None)
         if kept:
             logger.info(f"resume: {CONFIG_FILE} updated; the config it replaces is kept as {kept}")
         logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}")
-    logger.info(f"{world_size} process(es) on {device.type}")
-
-    continued = resume.iteration if resume and not options.eval_only else None
+    continued = resume.iteration if resume and not evaluating else None
     writer = EventWriter(config.output_dir, enabled=is_main_process(), resumed_at=continued)
     if writer.dropped:
         logger.info(
@@ -224,43 +275,7 @@ def _train_or_evaluate(
             "part that is not continued); TensorBoard hides those steps of the earlier event files"
         )
     try:
-        evaluator = EvalHook(test_set, config, device, writer)
-        if options.eval_only:
-            evaluator.evaluate(model, int(weights.get("iteration") or 0))
-            return 0
-        optimizer = build_optimizer(model, config.solver)
-        scheduler = build_lr_scheduler(optimizer, config.solver)
-        precision = Precision(config.solver.amp, device, logger)
-        checkpointer = Checkpointer(
-            config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names
-        )
-        state = TrainingState()
-        if resume_path:
-            state = checkpointer.resume(resume_path, rank)
-            logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
-        if state.iteration >= config.solver.max_iter:
-            logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
-            return 0
-        if resume_path and state.rng is None:
-            logger.warning(
-                "the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly"
-            )
-            seed_everything(config.seed + rank + state.iteration)
-
-        loader = build_train_loader(
-            train_set,
-            batch_per_process,
-            num_workers=config.data.num_workers,
-            seed=config.seed,
-            start_iter=state.iteration * config.solver.accumulate_grad_batches,
-            aspect_ratio_grouping=config.data.aspect_ratio_grouping,
-        )
-        ddp_model = model
-        if world_size > 1:
-            ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        hooks = [*build_hooks(config, evaluator, writer), *extra_hooks]
-        trainer = Trainer(ddp_model, optimizer, scheduler, config.solver, precision, checkpointer, device, hooks)
-        return trainer.train(iter(loader), state)
+        yield writer
     finally:
         writer.close()
 
