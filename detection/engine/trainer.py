@@ -238,7 +238,7 @@ class Trainer:
         if not any_process(error is not None):
             return batch
         message = next(text for text in all_gather_object(None if error is None else str(error)) if text is not None)
-        path = self._undo_iteration(snapshot) if snapshot else self.save_resume_point(rng=self.state.rng)
+        path = self._undo_iteration(snapshot) if snapshot is not None else self.save_resume_point(rng=self.state.rng)
         raise TrainingDataError(
             f"{message}; stopped before iteration {self.state.iteration + 1}, saved the state after iteration "
             f"{self.state.iteration} to {path}: repair or replace that file (or skip unreadable images: --opts "
