@@ -126,15 +126,19 @@ def _writer_is_alive(name: str) -> bool:
     return True
 
 
-def load_checkpoint(path: PathLike) -> dict[str, Any]:
-    """Reads a checkpoint written by :func:`save_checkpoint` (``weights_only=True``)."""
+def load_checkpoint(path: PathLike, *, mmap: bool = False) -> dict[str, Any]:
+    """Reads a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Args:
+        mmap: map the file instead of reading it: tensors are read when used (to read the config only).
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{path}: not a readable checkpoint (the file is empty, 0 bytes)")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
         raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:

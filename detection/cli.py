@@ -7,11 +7,14 @@ errors answer at once and ``run_cli`` is in place, and import the heavy modules 
 
 import argparse
 import errno
+import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 from .config import CONFIG_DIR, Config, load_config
 from .data.catalog import list_datasets
@@ -24,9 +27,12 @@ USER_ERRORS = (UserError, FileNotFoundError)
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Runs a tool's ``main`` and exits with its code; a user's mistake is one line on stderr, exit 2.
 
-    The package's log messages (evaluation tables, progress) go to stdout, as they are.
+    The package's log messages (evaluation tables, progress) go to stdout, as they are. Ctrl+C is one
+    line too, ``interrupted`` (exit 130), also while the tool imports its libraries (see
+    :func:`_interrupt`).
     """
     setup_logging(timestamps=False)
+    previous_handler = _install_interrupt_handler()
     try:
         code = main(argv)
     except USER_ERRORS as error:
@@ -34,8 +40,49 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        code = 130
+        code = INTERRUPTED_EXIT_CODE
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
     sys.exit(code)
+
+
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+
+def _install_interrupt_handler() -> Callable | int | None:
+    """Makes :func:`_interrupt` the SIGINT handler where SIGINT is Python's default; returns the previous one."""
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return None  # ignored (a background job) or someone else's: leave it
+        return signal.signal(signal.SIGINT, _interrupt)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _interrupt(signal_number: int, frame: FrameType | None) -> None:
+    """SIGINT: ``KeyboardInterrupt`` as usual, except during an import, where the process ends at once.
+
+    An exception raised inside an import is not reliable: the library is left half-initialised (NumPy
+    then fails later with a RecursionError), or its importer swallows it (torch turns a failed NumPy
+    import into "NumPy support disabled", and the tool would go on as if Ctrl+C had not been pressed).
+    Tools import their libraries before writing anything, so ending there loses nothing.
+    """
+    if _importing(frame):
+        logging.shutdown()  # flushes log.txt
+        sys.stdout.flush()
+        print("interrupted", file=sys.stderr, flush=True)
+        os._exit(INTERRUPTED_EXIT_CODE)
+    raise KeyboardInterrupt
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an ``import`` statement (Python's import machinery is on the stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _one_line_interrupt(previous_hook: Callable) -> Callable:

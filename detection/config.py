@@ -234,6 +234,14 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Confi
     return config_from_dict(raw, source=path or "defaults")
 
 
+def override_config(config: Config, overrides: Sequence[str], source: str = "config") -> Config:
+    """``config`` with ``key=value`` overrides applied, as :func:`load_config` applies them to a file."""
+    raw = config_to_dict(config)
+    for override in overrides:
+        _apply_override(raw, override)
+    return config_from_dict(raw, source=source)
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Validates a nested mapping (as read from YAML or a checkpoint) into a :class:`Config`."""
     _check_keys(Config, raw, prefix="", source=source)

@@ -4,6 +4,7 @@
 plain ``python`` run has none of them and is a world of one, with no process group.
 """
 
+import functools
 import os
 from typing import Any
 
@@ -30,6 +31,7 @@ def init_distributed(device_type: str) -> torch.device:
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+        _cpu_group.cache_clear()
 
 
 def is_distributed() -> bool:
@@ -55,6 +57,23 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     values = values.clone()
     dist.all_reduce(values)
     return values / get_world_size()
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is true on any process; every process must call it. Reduced on the CPU (a gloo
+    group beside NCCL), so that asking every step costs no GPU synchronisation."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([float(flag)])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_cpu_group())
+    return bool(value.item())
+
+
+@functools.cache
+def _cpu_group() -> Any:
+    """The default group where it is gloo already, else a gloo group of every process (created by the
+    first call, which every process makes at the same point)."""
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
 def all_gather_object(value: Any) -> list[Any]:

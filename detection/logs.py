@@ -13,6 +13,9 @@ from typing import TextIO
 
 LOGGER_NAME = "detection"
 LOG_FILE = "log.txt"
+# ``logger.error(message, extra=LOG_FILE_ONLY)`` writes to log.txt only: for the error that ends a run,
+# which the tool itself prints on stderr.
+LOG_FILE_ONLY = {"log_file_only": True}
 
 
 def setup_logging(output_dir: str | None = None, main_process: bool = True, timestamps: bool = True) -> logging.Logger:
@@ -33,7 +36,9 @@ def setup_logging(output_dir: str | None = None, main_process: bool = True, time
         formatter = logging.Formatter("[%(asctime)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     else:
         formatter = logging.Formatter("%(message)s")
-    handlers: list[logging.Handler] = [_StdoutHandler()]
+    stdout = _StdoutHandler()
+    stdout.addFilter(lambda record: not getattr(record, "log_file_only", False))
+    handlers: list[logging.Handler] = [stdout]
     if main_process and output_dir:
         os.makedirs(output_dir, exist_ok=True)
         handlers.append(logging.FileHandler(os.path.join(output_dir, LOG_FILE), encoding="utf-8"))

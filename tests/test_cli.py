@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from inference_helpers import load_tool, write_tiny_checkpoint
-from training_helpers import REPO, TRAIN_TOOL
+from training_helpers import REPO
 
 from detection.cli import prepare_output_dir, prepare_output_file
 from detection.errors import UserError
@@ -134,10 +134,26 @@ def test_the_tools_shared_module_loads_no_torch():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+def tool_command(tool: str, arguments: list[str], option: str, is_file: bool, tmp_path: Path, **values) -> list[str]:
+    output = tmp_path / ("out/result.json" if is_file else "out")
+    argv = [arg.format(**values) for arg in arguments] + ([option] if option.startswith("--") else []) + [str(output)]
+    return [sys.executable, str(REPO / "tools" / f"{tool}.py"), *argv]
+
+
+def assert_interrupted(process: subprocess.Popen) -> None:
+    stdout, stderr = process.communicate(timeout=120)
+    assert stderr.strip() == "interrupted", stderr[-3000:]
+    assert process.returncode in (130, -signal.SIGINT)
+
+
+TOOLS_WITH_TORCH = [tool for tool in TOOLS if tool[0] != "make_shapes_dataset"]
+
+
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/<pid>/maps")
-def test_ctrl_c_while_a_tool_starts_is_one_line(tmp_path):
+@pytest.mark.parametrize("tool, arguments, option, is_file", TOOLS_WITH_TORCH, ids=[t[0] for t in TOOLS_WITH_TORCH])
+def test_ctrl_c_while_a_tool_imports_torch_is_one_line(tmp_path, checkpoint, images, tool, arguments, option, is_file):
     process = subprocess.Popen(
-        [sys.executable, str(TRAIN_TOOL), "--dataset", "shapes", "--output-dir", str(tmp_path / "out")],
+        tool_command(tool, arguments, option, is_file, tmp_path, checkpoint=checkpoint, images=images),
         cwd=REPO,
         env={**os.environ, "DETECTION_DATASETS": str(tmp_path / "datasets")},
         stdout=subprocess.PIPE,
@@ -150,6 +166,39 @@ def test_ctrl_c_while_a_tool_starts_is_one_line(tmp_path):
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.005)
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
-    assert stderr.strip() == "interrupted", stderr
-    assert process.returncode in (130, -signal.SIGINT)
+    assert_interrupted(process)
+
+
+# Runs a tool with SIGINT raised the moment anything first looks for NumPy: inside torch's import, which
+# swallows a failed NumPy import ("NumPy support disabled") and would let the tool go on.
+INTERRUPT_WHILE_IMPORTING_NUMPY = """
+import importlib.abc, runpy, signal, sys
+
+class InterruptAtNumpy(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy":
+            sys.meta_path.remove(self)
+            signal.raise_signal(signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAtNumpy())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("tool, arguments, option, is_file", TOOLS, ids=[tool[0] for tool in TOOLS])
+def test_ctrl_c_inside_a_library_import_is_one_line(tmp_path, checkpoint, images, tool, arguments, option, is_file):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(INTERRUPT_WHILE_IMPORTING_NUMPY)
+    command = tool_command(tool, arguments, option, is_file, tmp_path, checkpoint=checkpoint, images=images)
+    process = subprocess.Popen(
+        [command[0], str(launcher), *command[1:]],
+        cwd=REPO,
+        env={**os.environ, "DETECTION_DATASETS": str(tmp_path / "datasets")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert_interrupted(process)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # stopped before any work

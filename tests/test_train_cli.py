@@ -51,10 +51,11 @@ def test_coco_without_data_is_one_readable_line(tmp_path):
     assert_one_line_error(result, "coco", "--dataset shapes")
 
 
-@pytest.mark.parametrize("option", ["--resume", "--weights"])
-def test_missing_checkpoint_is_one_readable_line(shapes_root, tmp_path, option):
+def test_missing_checkpoint_is_one_readable_line(shapes_root, tmp_path):
     missing = tmp_path / "no_such_checkpoint.pth"
-    result = run_tool(train_command(shapes_root, tmp_path / "out", tool_args=[option, str(missing)]))
+    result = run_tool(train_command(shapes_root, tmp_path / "out", tool_args=["--weights", str(missing)]))
+    assert_one_line_error(result, "checkpoint not found", str(missing))
+    result = run_tool([os.sys.executable, str(TRAIN_TOOL), "--resume", str(missing)])
     assert_one_line_error(result, "checkpoint not found", str(missing))
 
 

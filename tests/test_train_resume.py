@@ -1,14 +1,20 @@
-"""Exact resume, and the stop on a non-finite loss with the last good state saved."""
+"""Exact resume, what --resume keeps and may change, the run folder's protection, and the stops that save
+the last good state (a non-finite loss, an unreadable image)."""
 
 import itertools
 import json
 import math
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from test_train_cli import assert_one_line_error
 from torchvision.models.detection import roi_heads
-from training_helpers import model_tensors, tiny_config
+from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_config, train_command
 
+from detection.data.build import build_train_loader, dataset_from_config
 from detection.engine import NonFiniteLossError, RunOptions, run_training
 
 pytestmark = pytest.mark.slow
@@ -108,3 +114,125 @@ def test_weights_initialise_a_new_run_and_eval_only_reproduces_the_evaluation(sh
 def _final_metrics(output) -> dict:
     lines = [json.loads(line) for line in (output / "metrics.json").read_text().splitlines()]
     return {key: value for key, value in lines[-1].items() if key.startswith("eval/")}
+
+
+@pytest.fixture(scope="module")
+def trained_run(shapes_root, tmp_path_factory) -> Path:
+    """A run of the tool trained with options of its own: 2 iterations, a checkpoint after each."""
+    output = tmp_path_factory.mktemp("trained") / "run"
+    own = ("model.min_size=96", "solver.max_iter=2", "solver.steps=[]", "solver.checkpoint_period=1")
+    result = run_tool(train_command(shapes_root, output, *own))
+    assert result.returncode == 0, result.stderr
+    return output
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))
+
+
+def resume_command(output: Path, *tool_args: str) -> list[str]:
+    return [sys.executable, str(TRAIN_TOOL), "--resume", *tool_args, "--output-dir", str(output)]
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_resume_continues_the_run_as_it_was_configured(run_copy):
+    oldest = str(run_copy / "model_0000001.pth")
+    result = run_tool(resume_command(run_copy, oldest, "--opts", "solver.max_iter=3"))
+    assert result.returncode == 0, result.stderr
+    assert "resume: solver.max_iter 2 -> 3" in result.stdout and "model.min_size" not in result.stdout
+    assert f"resumed from {oldest} at iteration 1" in result.stdout
+    final = torch.load(run_copy / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 3 and final["config"]["model"]["min_size"] == 96
+    assert final["config"]["solver"]["warmup_iters"] == 2 and final["scheduler"] == {"last_epoch": 3}
+    # config.yaml is the continued run's; the one it replaced is kept.
+    assert "resume: config.yaml updated; the config it replaces is kept as config.0000001.yaml" in result.stdout
+    assert "max_iter: 3\n" in (run_copy / "config.yaml").read_text()
+    assert "max_iter: 2\n" in (run_copy / "config.0000001.yaml").read_text()
+    # What the run wrote after iteration 1 (iteration 2 and its evaluation) is replaced, not repeated.
+    assert "resume: dropped 2 line(s) of metrics.json after iteration 1" in result.stdout
+    records = [json.loads(line) for line in (run_copy / "metrics.json").read_text().splitlines()]
+    keys = [(record["iteration"], key) for record in records for key in record if key != "iteration"]
+    assert len(keys) == len(set(keys)) and max(iteration for iteration, _ in keys) == 3
+
+
+@pytest.mark.parametrize(
+    "tool_args, message",
+    [
+        (
+            ["--opts", "model.min_size=128", "solver.max_iter=4"],
+            "refused model.min_size 96 -> 128: a resumed run keeps its network, training data, batch, seed",
+        ),
+        (["--dataset", "shapes"], "--resume continues a run with the config stored in its checkpoint, so --dataset"),
+    ],
+    ids=["architecture", "recipe"],
+)
+def test_resume_refuses_to_change_the_run_in_one_line(run_copy, tool_args, message):
+    before = folder_contents(run_copy)
+    result = run_tool(resume_command(run_copy, *tool_args))
+    assert_one_line_error(result, message)
+    assert folder_contents(run_copy) == before
+
+
+def test_a_new_run_in_a_run_folder_is_refused_until_overwrite(shapes_root, run_copy):
+    (run_copy / "notes.txt").write_text("not the run's")
+    before = folder_contents(run_copy)
+    command = train_command(shapes_root, run_copy, "solver.max_iter=1", "solver.steps=[]")
+    result = run_tool(command)
+    assert_one_line_error(result, f"{run_copy} holds a training run", "--resume", "--overwrite")
+    assert folder_contents(run_copy) == before
+
+    result = run_tool([*command[:2], "--overwrite", *command[2:]])
+    assert result.returncode == 0, result.stderr
+    assert f"--overwrite: deleted the earlier run's files in {run_copy}" in result.stdout
+    assert (run_copy / "notes.txt").read_text() == "not the run's"
+    assert not (run_copy / "model_0000001.pth").exists()
+    assert torch.load(run_copy / "model_final.pth", weights_only=True)["iteration"] == 1
+    assert {json.loads(line)["iteration"] for line in (run_copy / "metrics.json").read_text().splitlines()} == {1}
+
+
+@pytest.fixture(scope="module")
+def straight_run(shapes_root, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("straight")
+    assert run_training(tiny_config(shapes_root, output, *ACCUMULATING)) == 0
+    return output
+
+
+def training_image(root: Path, micro_batch: int) -> Path:
+    """The image the tiny config's training reads in ``micro_batch`` (0-based), read there first."""
+    config = tiny_config(root, root, *ACCUMULATING)
+    dataset = dataset_from_config(config.data, config.data.train_split, train=True)
+    loader = build_train_loader(dataset, 1, num_workers=0, seed=config.seed)
+    stream = [index for keys in itertools.islice(loader.batch_sampler, micro_batch + 1) for index, _ in keys]
+    assert stream[micro_batch] not in stream[:micro_batch]
+    return Path(dataset.get_annotation(stream[micro_batch])["file_name"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_image_saves_the_state_before_it_and_resume_is_exact(
+    shapes_root, straight_run, tmp_path, workers
+):
+    root = Path(shutil.copytree(shapes_root, tmp_path / "data"))
+    image = training_image(root, micro_batch=5)  # iteration 3's second batch: after a forward pass to undo
+    good = image.read_bytes()
+    image.write_bytes(good[:200])  # a truncated JPEG: passes the up-front checks, fails to decode
+    output = tmp_path / "run"
+    result = run_tool(train_command(root, output, *ACCUMULATING, f"data.num_workers={workers}"))
+
+    checkpoint = output / "model_0000002.pth"
+    assert_one_line_error(
+        result,
+        f"{image}: not a decodable image",
+        f"stopped before iteration 3, saved the state after iteration 2 to {checkpoint}",
+        "then continue with --resume",
+    )
+    assert (output / "log.txt").read_text().splitlines()[-1].endswith(result.stderr.strip())
+    assert torch.load(checkpoint, weights_only=True)["iteration"] == 2
+
+    image.write_bytes(good)
+    result = run_tool(resume_command(output))
+    assert result.returncode == 0, result.stderr
+    assert_same_tensors(model_tensors(output / "model_final.pth"), model_tensors(straight_run / "model_final.pth"))

@@ -5,7 +5,7 @@ from .lr_schedule import WarmupMultiStepLR, build_lr_scheduler
 from .optimizer import build_optimizer
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .runner import RunOptions, build_hooks, images_per_process, run_training
-from .trainer import NonFiniteLossError, Trainer
+from .trainer import NonFiniteLossError, Trainer, TrainingDataError
 
 __all__ = [
     "BestCheckpointer",
@@ -17,6 +17,7 @@ __all__ = [
     "PeriodicLogger",
     "RunOptions",
     "Trainer",
+    "TrainingDataError",
     "TrainingState",
     "WarmupMultiStepLR",
     "build_hooks",

@@ -3,7 +3,9 @@
 Only the main process writes; on the other ranks the writer is a no-op.
 """
 
+import json
 import os
+import tempfile
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,6 +13,7 @@ import numpy as np
 from ..files import json_text
 
 METRICS_FILE = "metrics.json"
+EVENT_FILE_PREFIX = "events.out.tfevents."
 
 
 class EventWriter:
@@ -18,18 +21,30 @@ class EventWriter:
 
     ``metrics.json`` has one JSON object per write: ``{"iteration": i, "<tag>": value, ...}``; a value
     that is not a finite number is ``null``.
+
+    Args:
+        resumed_at: the iteration a resumed run continues from. What the run wrote after it (before a
+            crash, or past an older checkpoint resumed) is dropped from ``metrics.json``, and TensorBoard
+            hides those steps of the earlier event files (``purge_step``), so that each iteration's
+            numbers appear once, the resumed run's.
     """
 
-    def __init__(self, output_dir: str, enabled: bool = True) -> None:
+    def __init__(self, output_dir: str, enabled: bool = True, resumed_at: int | None = None) -> None:
         self.enabled = enabled
         self._tensorboard = None
         self._json = None
+        self.dropped = 0  # metrics.json entries dropped on resume
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only where used
 
             os.makedirs(output_dir, exist_ok=True)
-            self._tensorboard = SummaryWriter(log_dir=output_dir)
-            self._json = open(os.path.join(output_dir, METRICS_FILE), "a", encoding="utf-8")
+            metrics = os.path.join(output_dir, METRICS_FILE)
+            purge_step = None
+            if resumed_at is not None:
+                self.dropped = keep_metrics_until(metrics, resumed_at)
+                purge_step = resumed_at + 1
+            self._tensorboard = SummaryWriter(log_dir=output_dir, purge_step=purge_step)
+            self._json = open(metrics, "a", encoding="utf-8")
 
     def write_scalars(self, values: Mapping[str, float], iteration: int) -> None:
         if not self.enabled:
@@ -53,3 +68,28 @@ class EventWriter:
             self._tensorboard.close()
             self._json.close()
             self.enabled = False
+
+
+def keep_metrics_until(path: str, iteration: int) -> int:
+    """Drops the lines of the ``metrics.json`` at ``path`` after ``iteration`` (and unreadable ones: a line
+    cut by a crash); returns how many. The file is replaced atomically."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as file:
+        lines = file.read().splitlines()
+    kept = [line for line in lines if (step := _iteration(line)) is not None and step <= iteration]
+    if len(kept) == len(lines):
+        return 0
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.writelines(line + "\n" for line in kept)
+    os.chmod(temporary, os.stat(path).st_mode & 0o777)
+    os.replace(temporary, path)
+    return len(lines) - len(kept)
+
+
+def _iteration(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, TypeError, KeyError):
+        return None

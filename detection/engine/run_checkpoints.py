@@ -141,9 +141,6 @@ class Checkpointer:
         rng = rng_by_rank[rank] if len(rng_by_rank) == get_world_size() else None
         return TrainingState(int(checkpoint["iteration"]), checkpoint.get("best"), rng)
 
-    def has_checkpoint(self) -> bool:
-        return os.path.isfile(os.path.join(self.output_dir, LAST_CHECKPOINT_FILE))
-
     def _write_pointer(self, name: str) -> None:
         pointer = os.path.join(self.output_dir, LAST_CHECKPOINT_FILE)
         temporary = pointer + ".tmp"

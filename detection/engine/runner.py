@@ -2,13 +2,18 @@
 
 Builds the datasets, the model, the optimizer and the loop on this process, joins the ``torchrun``
 process group if there is one, and restores ``--resume`` or ``--weights`` checkpoints.
+
+Before it writes anything, a run checks what would be lost: a resume that changes what it may not
+(:mod:`.resume`), a new run in a folder that holds one (:mod:`.run_folder`). Those refusals leave the
+folder as it was; any later user error that ends the run is also the last line of ``log.txt``.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,24 +22,38 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import check_class_names, checkpoint_config, load_checkpoint, load_model_state
-from ..config import Config, SolverConfig, save_config
+from ..config import Config, SolverConfig
 from ..data.build import build_train_loader, dataset_from_config
-from ..distributed import destroy_distributed, get_rank, get_world_size, init_distributed, is_main_process
-from ..errors import CheckpointError, ConfigError
+from ..distributed import (
+    broadcast_object,
+    destroy_distributed,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_main_process,
+)
+from ..errors import CheckpointError, ConfigError, UserError
 from ..evaluation.pipeline import build_evaluation_dataset
-from ..logs import setup_logging
+from ..logs import LOG_FILE_ONLY, setup_logging
 from ..modeling.factory import architecture_differences, detector_from_config, resolve_model_config
 from .events import EventWriter
 from .hooks import BestCheckpointer, EvalHook, HookBase, PeriodicCheckpointer, PeriodicLogger
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 from .precision import Precision
+from .resume import ConfigChange, resume_changes
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
+from .run_folder import (
+    CONFIG_FILE,
+    RunFolderError,
+    claim_run_folder,
+    preview_names,
+    run_results,
+    write_run_config,
+)
 from .trainer import Trainer
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
 
 
 @dataclass(frozen=True)
@@ -42,15 +61,27 @@ class RunOptions:
     """The command line's choices beyond the config.
 
     Attributes:
-        resume: a checkpoint path, ``"auto"`` (the newest in the output folder) or None.
+        resume: a checkpoint path, ``"auto"`` (the newest in the output folder) or None. The config
+            must be the checkpoint's, with only the changes :mod:`detection.engine.resume` allows.
         weights: a checkpoint whose model initialises this one (no optimizer state, no iteration);
             box predictor weights of another class count are skipped.
         eval_only: evaluate the ``resume`` or ``weights`` model and exit.
+        overwrite: start a new run in an output folder that holds one, deleting that run's files.
     """
 
     resume: str | None = None
     weights: str | None = None
     eval_only: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """The checkpoint a run resumes from, the iteration saved in it, and the config changes made."""
+
+    path: str
+    iteration: int
+    changes: list[ConfigChange]
 
 
 def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks: Sequence[HookBase] = ()) -> int:
@@ -61,11 +92,17 @@ def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks
             :mod:`detection.engine.hooks`.
 
     Raises:
-        UserError: a config, dataset or checkpoint problem (one readable line).
+        UserError: a config, dataset or checkpoint problem (one readable line); a resume that would
+            change the run; an output folder that holds a run (without ``options.overwrite``).
         NonFiniteLossError: training diverged (the last good state is saved).
+        TrainingDataError: an image could not be read (the state before it is saved).
     """
     if options.eval_only and not (options.resume or options.weights):
         raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
+    if options.resume and options.weights:
+        raise ConfigError("--resume continues a run with its own model, --weights starts a new one: give one of them")
+    if options.resume and options.overwrite:
+        raise ConfigError("--resume continues the run in the output folder, --overwrite deletes it: give one of them")
     device = init_distributed(_device_type(config.device))
     try:
         return _run(config, options, device, extra_hooks)
@@ -101,11 +138,65 @@ def build_hooks(config: Config, evaluator: EvalHook, writer: EventWriter) -> lis
 
 
 def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks: Sequence[HookBase]) -> int:
-    rank, world_size = get_rank(), get_world_size()
     config = dataclasses.replace(config, model=resolve_model_config(config.model))
-    batch_per_process = images_per_process(config.solver, world_size)
+    images_per_process(config.solver, get_world_size())
+    resume = _resume_point(config, options) if options.resume else None
+    removed = _claim_output_dir(config.output_dir, options, resume)
     setup_logging(config.output_dir, is_main_process())
-    resume_path = find_resume_checkpoint(options.resume, config.output_dir) if options.resume else None
+    try:
+        if removed:
+            deleted = preview_names(removed)
+            logger.info(f"--overwrite: deleted the earlier run's files in {config.output_dir}: {deleted}")
+        for change in resume.changes if resume else ():
+            logger.info(f"resume: {change}")
+        return _train_or_evaluate(config, options, device, extra_hooks, resume)
+    except UserError as error:
+        logger.error(f"error: {error}", extra=LOG_FILE_ONLY)  # the tool prints it on stderr
+        raise
+
+
+def _resume_point(config: Config, options: RunOptions) -> _ResumePoint:
+    """The checkpoint to resume, checked against ``config`` (reads only its config and iteration)."""
+    path = find_resume_checkpoint(options.resume, config.output_dir)
+    checkpoint = load_checkpoint(path, mmap=True)
+    iteration = int(checkpoint.get("iteration") or 0)
+    changes = resume_changes(checkpoint_config(checkpoint, path), config, iteration, path)
+    return _ResumePoint(path, iteration, changes)
+
+
+def _claim_output_dir(output_dir: str, options: RunOptions, resume: _ResumePoint | None) -> list[str]:
+    """Refuses an output folder that holds another run (or, with ``overwrite``, deletes that run's files).
+
+    The main process decides; every process raises the same error. Returns the names deleted.
+    """
+    refusal, removed = None, []
+    if is_main_process():
+        try:
+            if resume is None:
+                removed = claim_run_folder(output_dir, overwrite=options.overwrite, eval_only=options.eval_only)
+            elif not _same_folder(os.path.dirname(resume.path), output_dir) and run_results(output_dir):
+                raise RunFolderError(
+                    f"{output_dir} holds another run; resume {resume.path} in its own folder or in a folder "
+                    "without a run"
+                )
+        except RunFolderError as error:
+            refusal = str(error)
+    refusal, removed = broadcast_object((refusal, removed))
+    if refusal is not None:
+        raise RunFolderError(refusal)
+    return removed
+
+
+def _train_or_evaluate(
+    config: Config,
+    options: RunOptions,
+    device: torch.device,
+    extra_hooks: Sequence[HookBase],
+    resume: _ResumePoint | None,
+) -> int:
+    rank, world_size = get_rank(), get_world_size()
+    batch_per_process = images_per_process(config.solver, world_size)
+    resume_path = resume.path if resume else None
     weights_path = resume_path if options.eval_only and resume_path else options.weights
     weights = load_checkpoint(weights_path) if weights_path else None
     seed_everything(config.seed + rank)
@@ -119,56 +210,72 @@ def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks:
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)
-    if is_main_process():
-        save_config(config, os.path.join(config.output_dir, CONFIG_FILE))
-        logger.info(
-            f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}; "
-            f"{world_size} process(es) on {device.type}"
-        )
+    logger.info(f"{world_size} process(es) on {device.type}")
 
-    writer = EventWriter(config.output_dir, enabled=is_main_process())
-    try:
-        evaluator = EvalHook(test_set, config, device, writer)
-        if options.eval_only:
-            evaluator.evaluate(model, int(weights.get("iteration") or 0))
-            return 0
-        optimizer = build_optimizer(model, config.solver)
-        scheduler = build_lr_scheduler(optimizer, config.solver)
-        precision = Precision(config.solver.amp, device, logger)
-        checkpointer = Checkpointer(
-            config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names
+    if options.eval_only:
+        with _run_records(config, resume, evaluating=True) as writer:
+            EvalHook(test_set, config, device, writer).evaluate(model, int(weights.get("iteration") or 0))
+        return 0
+    optimizer = build_optimizer(model, config.solver)
+    scheduler = build_lr_scheduler(optimizer, config.solver)
+    precision = Precision(config.solver.amp, device, logger)
+    checkpointer = Checkpointer(config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names)
+    state = TrainingState()
+    if resume_path:
+        state = checkpointer.resume(resume_path, rank)
+        logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
+    if state.iteration >= config.solver.max_iter:
+        logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
+        return 0
+    if resume_path and state.rng is None:
+        logger.warning(
+            "the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly"
         )
-        state = TrainingState()
-        if resume_path:
-            state = checkpointer.resume(resume_path, rank)
-            logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
-        elif checkpointer.has_checkpoint():
-            logger.warning(
-                f"{config.output_dir} has checkpoints of an earlier run; starting over (pass --resume to continue it)"
-            )
-        if state.iteration >= config.solver.max_iter:
-            logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
-            return 0
-        if resume_path and state.rng is None:
-            logger.warning(
-                "the checkpoint's RNG states are for another number of processes; the run continues, not bit-exactly"
-            )
-            seed_everything(config.seed + rank + state.iteration)
+        seed_everything(config.seed + rank + state.iteration)
 
-        loader = build_train_loader(
-            train_set,
-            batch_per_process,
-            num_workers=config.data.num_workers,
-            seed=config.seed,
-            start_iter=state.iteration * config.solver.accumulate_grad_batches,
-            aspect_ratio_grouping=config.data.aspect_ratio_grouping,
-        )
-        ddp_model = model
-        if world_size > 1:
-            ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        hooks = [*build_hooks(config, evaluator, writer), *extra_hooks]
+    loader = build_train_loader(
+        train_set,
+        batch_per_process,
+        num_workers=config.data.num_workers,
+        seed=config.seed,
+        start_iter=state.iteration * config.solver.accumulate_grad_batches,
+        aspect_ratio_grouping=config.data.aspect_ratio_grouping,
+    )
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    with _run_records(config, resume, evaluating=False) as writer:
+        hooks = [
+            *build_hooks(config, evaluator=EvalHook(test_set, config, device, writer), writer=writer),
+            *extra_hooks,
+        ]
         trainer = Trainer(ddp_model, optimizer, scheduler, config.solver, precision, checkpointer, device, hooks)
         return trainer.train(iter(loader), state)
+
+
+@contextlib.contextmanager
+def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) -> Iterator[EventWriter]:
+    """``config.yaml`` written (the one a changed resume replaces kept), and the event writer, once the run is
+    about to begin: a start that fails earlier changes none of the run's records.
+
+    Args:
+        evaluating: ``--eval-only``: a resumed run's own config and metrics stay as they are (the
+            evaluation is added to them).
+    """
+    if is_main_process() and not (evaluating and resume):
+        kept = write_run_config(config, config.output_dir, resume.iteration if resume else None)
+        if kept:
+            logger.info(f"resume: {CONFIG_FILE} updated; the config it replaces is kept as {kept}")
+        logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}")
+    continued = resume.iteration if resume and not evaluating else None
+    writer = EventWriter(config.output_dir, enabled=is_main_process(), resumed_at=continued)
+    if writer.dropped:
+        logger.info(
+            f"resume: dropped {writer.dropped} line(s) of metrics.json after iteration {continued} (from the run's "
+            "part that is not continued); TensorBoard hides those steps of the earlier event files"
+        )
+    try:
+        yield writer
     finally:
         writer.close()
 
@@ -205,6 +312,13 @@ def _load_weights(
         f"initialised the model from {path}"
         + (f"; skipped the box predictor ({len(stored)} classes there, {len(class_names)} here)" if skipped else "")
     )
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a or ".", b or ".")
+    except OSError:  # one of them does not exist
+        return False
 
 
 def _device_type(requested: str) -> str:

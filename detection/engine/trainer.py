@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import capture_rng_state, restore_rng_state
 from ..config import SolverConfig
-from ..distributed import all_reduce_mean
+from ..distributed import all_gather_object, all_reduce_mean, any_process
 from ..errors import UserError
 from .hooks import HookBase
 from .precision import Precision
@@ -30,6 +30,10 @@ Batch = tuple[list[Tensor], list[dict[str, Any]]]
 
 class NonFiniteLossError(UserError):
     """Training diverged; the message names the iteration, the loss terms and the checkpoint saved."""
+
+
+class TrainingDataError(UserError):
+    """A training image could not be read; the message names the file and the checkpoint saved."""
 
 
 @dataclass
@@ -49,7 +53,8 @@ class Trainer:
     loss is checked on every process: a non-finite one (or a non-finite gradient norm outside fp16)
     restores the iteration's starting state, saves it and raises :class:`NonFiniteLossError`.
     SIGINT/SIGTERM, or a hook's :meth:`request_stop`, end the loop after the current iteration's hooks,
-    with a checkpoint to resume from.
+    with a checkpoint to resume from. An image that cannot be read (the dataset's :class:`UserError`),
+    on any process, undoes the iteration, saves the state before it and raises :class:`TrainingDataError`.
 
     What hooks read: :attr:`iteration`, :attr:`max_iter`, :attr:`step_stats` (the last iteration's
     losses, ``lr``, ``grad_norm`` and timings), :attr:`evaluations` (iteration -> metrics, filled by
@@ -132,7 +137,7 @@ class Trainer:
                     hook.before_train()
                 # Starting the loader draws worker seeds from the global RNG, so the stream starts before
                 # the RNG state is restored: a resumed run then draws exactly what the uninterrupted one did.
-                data = itertools.chain([next(data)], data)
+                data = itertools.chain([self._next_batch(data, None)], data)
                 if state.rng is not None:
                     restore_rng_state(state.rng)
                 while state.iteration < self.max_iter and self.stop_reason is None:
@@ -165,7 +170,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         for micro_batch in range(accumulate):
             fetched = time.perf_counter()
-            batch = next(data)
+            batch = self._next_batch(data, snapshot)
             data_time += time.perf_counter() - fetched
             losses, stop_here = self._forward_backward(batch, micro_batch == accumulate - 1, stop_requested, snapshot)
             stop = stop or stop_here
@@ -221,6 +226,24 @@ class Trainer:
         if self.solver.clip_grad_norm is not None:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.solver.clip_grad_norm, norm)
         return float(norm)
+
+    def _next_batch(self, data: Iterator[Batch], snapshot: _Snapshot | None) -> Batch:
+        """The next batch. Where a process cannot read its batch, every process saves the state the iteration
+        started from (``snapshot``; None: before the first iteration) and raises :class:`TrainingDataError`."""
+        error = None
+        try:
+            batch = next(data)
+        except UserError as caught:  # an unreadable image, with data.on_bad_image: raise
+            error = caught
+        if not any_process(error is not None):
+            return batch
+        message = next(text for text in all_gather_object(None if error is None else str(error)) if text is not None)
+        path = self._undo_iteration(snapshot) if snapshot is not None else self.save_resume_point(rng=self.state.rng)
+        raise TrainingDataError(
+            f"{message}; stopped before iteration {self.state.iteration + 1}, saved the state after iteration "
+            f"{self.state.iteration} to {path}: repair or replace that file (or skip unreadable images: --opts "
+            "data.on_bad_image=skip), then continue with --resume"
+        ) from error
 
     def _stop_diverged(self, snapshot: _Snapshot, what: str, values: dict[str, float]) -> None:
         """Saves the state the iteration started from and raises :class:`NonFiniteLossError`."""

@@ -73,3 +73,14 @@ class DetectorOptions:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+# The options only inference reads: they change neither training nor what the weights mean, so a
+# resumed run may change them (every other option changes the network or its training targets).
+TEST_TIME_OPTIONS = (
+    "rpn_pre_nms_top_n_test",
+    "rpn_post_nms_top_n_test",
+    "box_score_thresh",
+    "box_nms_thresh",
+    "box_detections_per_img",
+)
