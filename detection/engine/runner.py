@@ -135,6 +135,7 @@ def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks:
         optimizer = build_optimizer(model, config.solver)
         scheduler = build_lr_scheduler(optimizer, config.solver)
         precision = Precision(config.solver.amp, device, logger)
+        logger.info(f"training in {precision.describe()}")
         checkpointer = Checkpointer(
             config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names
         )
