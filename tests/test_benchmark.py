@@ -6,8 +6,18 @@ import math
 import pytest
 import torch
 from inference_helpers import load_tool
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
-from detection.benchmark.runner import VARIANTS, Setting, build_benchmark_model, configure, count_flops, summarize
+from detection.benchmark.runner import (
+    REFERENCE_MODEL,
+    VARIANTS,
+    Setting,
+    build_benchmark_model,
+    configure,
+    count_flops,
+    summarize,
+)
 from detection.cli import run_cli
 
 benchmark = load_tool("benchmark")
@@ -132,3 +142,17 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
         run_cli(benchmark.main, argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet18", REFERENCE_MODEL])
+def test_pretrained_layout_freezes_the_stem_and_batchnorm_with_working_statistics(name):
+    torch.manual_seed(0)
+    scratch = build_benchmark_model(name, num_classes=3)
+    model = build_benchmark_model(name, num_classes=3, pretrained_layout=True)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    frozen = [module for module in model.modules() if isinstance(module, FrozenBatchNorm2d)]
+    assert len(frozen) == sum(isinstance(module, nn.BatchNorm2d) for module in scratch.modules()) > 0
+    assert all(not torch.equal(module.running_var, torch.ones_like(module.running_var)) for module in frozen)
+    assert not model.backbone.get_submodule("body.conv1" if name == REFERENCE_MODEL else "conv1").weight.requires_grad
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in scratch.parameters())

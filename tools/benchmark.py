@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lower precisions measured beside fp32 under autocast (inference and training step): auto is bf16 "
         "where the CPU (avx512_bf16, AMX) or the GPU computes bfloat16 natively, else none; fp16 needs CUDA",
     )
+    parser.add_argument(
+        "--pretrained-layout",
+        action="store_true",
+        help="build the models as ImageNet weights would and the recipes train them: stem and first stage "
+        "frozen, FrozenBatchNorm2d (random values, no download); default: every layer trains, BatchNorm2d",
+    )
     parser.add_argument("--output", default="output/benchmark.json", help="JSON file to write")
     return parser
 
@@ -100,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_classes=args.num_classes,
         matmul_size=args.matmul_size,
         precisions=tuple(args.precision),
+        pretrained_layout=args.pretrained_layout,
     )
     result = {
         "command": shlex.join(["python", "tools/benchmark.py", *argv]),

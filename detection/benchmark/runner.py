@@ -28,10 +28,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.image_list import ImageList
 
 from backbones import list_backbones
+from backbones.freezing import freeze_batchnorm
 
 from ..errors import UserError
 from ..memory import peak_memory_mib
@@ -86,6 +88,7 @@ class BenchmarkOptions:
         precisions: lower precisions measured beside float32 (inference and training step), as
             ``--precision`` takes them: ``auto`` (bf16 where the hardware has it natively, else none),
             ``bf16``, ``fp16`` (CUDA); ``fp32`` adds nothing.
+        pretrained_layout: build the models as ImageNet weights would (see :func:`build_benchmark_model`).
     """
 
     backbones: tuple[str, ...] = ("resnet101", "vgg16")
@@ -100,6 +103,7 @@ class BenchmarkOptions:
     num_classes: int = 21
     matmul_size: int | None = None
     precisions: tuple[str, ...] = ("auto",)
+    pretrained_layout: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,15 +170,45 @@ def fixed_proposals(image_size: tuple[int, int], num: int, seed: int = 0) -> Ten
     return boxes
 
 
-def build_benchmark_model(name: str, num_classes: int) -> nn.Module:
+def build_benchmark_model(name: str, num_classes: int, pretrained_layout: bool = False) -> nn.Module:
     """A registered backbone's detector, or the reference, with random weights (training mode).
 
-    No pretrained weights, so BatchNorm is trainable and every layer trains, as torchvision builds its
-    own reference without weights.
+    By default every layer trains and BatchNorm is ``nn.BatchNorm2d``, as torchvision builds its own
+    reference without weights. With ``pretrained_layout``, the layout that ImageNet weights give and the
+    recipes train (detectron2's ``FREEZE_AT=2``, torchvision's ``trainable_backbone_layers=3``): the stem
+    and the first stage frozen, ``FrozenBatchNorm2d`` everywhere, with the statistics of a forward pass on
+    random input (so that activations keep their scale through the unnormalised blocks). No download.
     """
     if name == REFERENCE_MODEL:
-        return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
-    return build_detector(name, num_classes)
+        scratch = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
+    else:
+        scratch = build_detector(name, num_classes)
+    if not pretrained_layout:
+        return scratch
+    _calibrate_batchnorm(scratch, num_classes)
+    if name == REFERENCE_MODEL:
+        # What fasterrcnn_resnet50_fpn builds with weights_backbone (without, it makes every layer trainable).
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
+        model = FasterRCNN(backbone, num_classes=num_classes)
+    else:
+        model = build_detector(name, num_classes, backbone_kwargs={"trainable_layers": 3})
+    missing, unexpected = freeze_batchnorm(model).load_state_dict(scratch.state_dict(), strict=False)
+    if missing or any(not key.endswith("num_batches_tracked") for key in unexpected):
+        raise RuntimeError(f"{name}: pretrained layout differs from the model ({missing}, {unexpected})")
+    return model
+
+
+def _calibrate_batchnorm(model: nn.Module, num_classes: int, size: tuple[int, int] = (224, 320)) -> None:
+    """Sets every BatchNorm's statistics to those of one training-mode forward pass on a random image of
+    ``size`` (the model's test scale is set again by :func:`configure`)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # the plain average: this batch's statistics
+    model.transform.min_size, model.transform.max_size = (size[0],), size[1]
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.train()([image], [random_targets(size, num_classes, torch.device("cpu"), seed=0)])
 
 
 def configure(model: nn.Module, setting: Setting, num_proposals: int, seed: int) -> nn.Module:
@@ -433,7 +467,7 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     precision = resolve_precision(task.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
     torch.manual_seed(options.seed)
-    model = build_benchmark_model(task.model, options.num_classes).train()
+    model = build_benchmark_model(task.model, options.num_classes, options.pretrained_layout).train()
     configure(model, setting, model.rpn.post_nms_top_n(), options.seed).to(device)  # the training top-N
     if options.train_rois_per_image is not None:
         model.roi_heads.fg_bg_sampler.batch_size_per_image = options.train_rois_per_image
@@ -534,7 +568,7 @@ def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] | None =
     models = []
     for name in (*options.backbones, *((REFERENCE_MODEL,) if options.reference else ())):
         torch.manual_seed(options.seed)
-        model = build_benchmark_model(name, options.num_classes).to(device)
+        model = build_benchmark_model(name, options.num_classes, options.pretrained_layout).to(device)
         entry: dict[str, Any] = {"name": name, "parameters": count_parameters(model), "inference": []}
         for index, setting in enumerate(options.settings):
             log(f"{name}: inference at {setting.name}")
