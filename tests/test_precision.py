@@ -25,6 +25,7 @@ from detection.engine.hooks import EvalHook
 from detection.engine.precision import Precision
 from detection.errors import ConfigError, UserError
 from detection.inference.predictor import Predictor
+from detection.modeling.poolers import SingleLevelRoIAlign
 from detection.precision import InferencePrecision, resolve_precision
 
 TINY_OPTIONS = {key: value for key, value in TINY_MODEL.items() if key != "backbone"}
@@ -120,16 +121,22 @@ def test_under_bf16_autocast_the_box_arithmetic_stays_float32(monkeypatch):
 
 def test_roi_align_computes_in_float32_under_autocast():
     """torchvision's autocast rule for roi_align: features and boxes cast up to float32, the result cast back to
-    the features' dtype; bfloat16 box coordinates would move the sampling points by pixels."""
+    the features' dtype; our pooler does the same explicitly, converting to the head's layout in the same copy.
+    bfloat16 box coordinates would move the sampling points by pixels."""
     generator = torch.Generator().manual_seed(0)
     features = torch.rand(1, 8, 40, 60, generator=generator).to(torch.bfloat16)
-    boxes = torch.tensor([[0.0, 101.3, 203.7, 257.1, 389.9], [0.0, 17.2, 33.3, 410.6, 601.4]])
-    pooler = {"output_size": 7, "spatial_scale": 1 / 16, "sampling_ratio": 0, "aligned": True}
+    boxes = torch.tensor([[101.3, 203.7, 257.1, 389.9], [17.2, 33.3, 410.6, 601.4]])
+    spec = {"output_size": 7, "spatial_scale": 1 / 16, "sampling_ratio": 0, "aligned": True}
+    in_float32 = torchvision.ops.roi_align(features.float(), [boxes], **spec).to(torch.bfloat16)
+    pooler = SingleLevelRoIAlign(**spec)
     with BF16_CPU.autocast():
-        pooled = torchvision.ops.roi_align(features, boxes, **pooler)
-    in_float32 = torchvision.ops.roi_align(features.float(), boxes, **pooler)
-    assert pooled.dtype == torch.bfloat16
-    torch.testing.assert_close(pooled, in_float32.to(torch.bfloat16), rtol=0, atol=0)
+        torchvision_rule = torchvision.ops.roi_align(features, [boxes], **spec)
+        ours = pooler({"0": features}, [boxes], [(640, 960)])
+        ours_channels_last = pooler({"0": features.contiguous(memory_format=torch.channels_last)}, [boxes], [])
+    for pooled in (torchvision_rule, ours, ours_channels_last):
+        assert pooled.dtype == torch.bfloat16
+        torch.testing.assert_close(pooled, in_float32, rtol=0, atol=0)
+    assert ours_channels_last.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["fused", "affine"])
