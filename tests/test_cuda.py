@@ -1,6 +1,7 @@
 """The CUDA paths: AMP training (fp16 with the gradient scaler, bf16), channels_last, a one-process NCCL run,
-evaluation and inference in each precision, export of a CUDA model. Skipped without a GPU; run them with
-``python -m pytest -q -m cuda`` (docs/benchmarks.md has the command that also makes the GPU table)."""
+evaluation and inference in each precision, export of a CUDA model. Skipped without a GPU; run them all
+(slow ones included) with ``python -m pytest -q -m cuda`` (docs/benchmarks.md has the command that also
+makes the GPU table)."""
 
 import json
 import sys
@@ -32,6 +33,7 @@ def assert_finite_float32_weights(tensors: dict[str, torch.Tensor]) -> None:
             assert tensor.dtype == torch.float32 and torch.isfinite(tensor).all(), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["fp16", "bf16"])
 def test_amp_training_on_cuda(shapes_root, tmp_path, amp):
     assert run_training(tiny_config(shapes_root, tmp_path, "device=cuda", f"solver.amp={amp}")) == 0
@@ -47,6 +49,7 @@ def test_amp_training_on_cuda(shapes_root, tmp_path, amp):
         assert checkpoint["scaler"] is None
 
 
+@pytest.mark.slow
 def test_channels_last_bf16_training_resumes_on_cuda(shapes_root, tmp_path):
     options = ("device=cuda", "solver.amp=bf16", "solver.channels_last=true")
     assert run_training(tiny_config(shapes_root, tmp_path, *options, "solver.max_iter=3")) == 0
@@ -55,6 +58,7 @@ def test_channels_last_bf16_training_resumes_on_cuda(shapes_root, tmp_path):
     assert_finite_float32_weights(model_tensors(tmp_path / "model_final.pth"))
 
 
+@pytest.mark.slow
 def test_one_process_nccl_run(shapes_root, tmp_path):
     """torchrun with one process on the GPU: the process group is NCCL's, and the object collectives that
     evaluation uses (gather, broadcast) work with it."""
@@ -101,6 +105,7 @@ def val_images(shapes_root) -> list[np.ndarray]:
     return [(dataset[i][0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy() for i in range(len(dataset))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_low_precision_inference_on_cuda_gives_the_same_top_detections(
@@ -117,6 +122,7 @@ def test_low_precision_inference_on_cuda_gives_the_same_top_detections(
         assert box_iou(torch.from_numpy(a["boxes"][:1]), torch.from_numpy(b["boxes"][:1]))[0, 0] > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_eval_and_infer_tools_on_cuda(trained_on_cuda, shapes_root, tmp_path, precision):
     common = ["--device", "cuda", "--precision", precision]
