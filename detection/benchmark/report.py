@@ -12,7 +12,7 @@ def markdown_report(result: dict[str, Any]) -> str:
     rates = ", ".join(f"{name} {rate / GIGA:.0f}" for name, rate in machine["matmul_flops_per_s"].items())
     native = f"; native bfloat16: {machine['native_bf16']}" if machine["native_bf16"] else "; no native bfloat16"
     header = (
-        f"Device: {machine['device']} ({machine['device_name']}, {machine['threads']} threads{native}), "
+        f"Device: {machine['device']} ({machine['device_name']}, {_threads(machine['threads'])}{native}), "
         f"torch {machine['torch']}, torchvision {machine['torchvision']}. "
         f"Measured matmul ({machine['matmul_size']}^2), GFLOP/s: {rates}."
     )
@@ -192,3 +192,7 @@ def _train_table(models: list[dict[str, Any]]) -> str:
     ]
     title = "One training step: forward + backward + SGD step (bf16/fp16: autocast; fp16 with a gradient scaler)"
     return _table(title, columns, rows)
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" if count == 1 else f"{count} threads"
