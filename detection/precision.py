@@ -1,10 +1,9 @@
 """Numerical precision of inference: float32, or bfloat16/float16 autocast where the hardware runs it fast.
 
 The detector stays accurate under autocast by construction (:mod:`detection.modeling`): anchors, the RPN's
-logits and deltas, the box predictor, box decoding and NMS are float32, and torchvision's ``roi_align``
-computes in float32 under autocast (it casts its features and boxes up and its output back to the
-features' dtype); only the convolutions and matrix products of the trunk, the RPN's 3x3 conv and the
-per-RoI head take the lower precision. The boxes and scores a model returns are float32.
+logits and deltas, the box predictor, box decoding, NMS and RoIAlign (features and box coordinates) are
+float32; only the convolutions and matrix products of the trunk, the RPN's 3x3 conv and the per-RoI head
+take the lower precision. The boxes and scores a model returns are float32.
 """
 
 import contextlib
