@@ -21,11 +21,17 @@ def resolve_trainable_stages(
 class FrozenBatchNorm2d(torchvision.ops.FrozenBatchNorm2d):
     """torchvision's ``FrozenBatchNorm2d`` that runs the fused ``batch_norm`` kernel when no gradient flows
     through it, as detectron2's does: one pass over the activations instead of two, and detectron2's
-    inference numbers to the last bit (the unfused ``x * scale + shift`` rounds differently)."""
+    inference numbers to the last bit (the unfused ``x * scale + shift`` rounds differently).
+
+    Its output has the input's dtype, as detectron2's: under bf16/fp16 autocast, torchvision's float32
+    ``scale`` and ``shift`` would promote every activation after a frozen BatchNorm to float32 (twice the
+    memory, and a cast back before each convolution)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.requires_grad:
-            return super().forward(x)
+            scale = self.weight * (self.running_var + self.eps).rsqrt()
+            shift = self.bias - self.running_mean * scale
+            return x * scale.to(x.dtype).reshape(1, -1, 1, 1) + shift.to(x.dtype).reshape(1, -1, 1, 1)
         return F.batch_norm(
             x, self.running_mean, self.running_var, self.weight, self.bias, training=False, eps=self.eps
         )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from .config import CONFIG_DIR, Config, load_config
+from .config import CONFIG_DIR, PRECISIONS, Config, load_config
 from .data.catalog import list_datasets
 from .errors import ConfigError, UserError
 from .logs import setup_logging
@@ -140,6 +140,18 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: ``auto`` (``cuda`` where available, else ``cpu``), ``cpu`` or ``cuda``; resolve it with
     :func:`resolve_device` after parsing."""
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda where available")
+
+
+def add_precision_argument(parser: argparse.ArgumentParser, from_config: bool = False) -> None:
+    """``--precision``: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``from_config``: default None, the config's
+    ``test.precision``); resolve it with :func:`detection.precision.resolve_precision` after parsing."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=None if from_config else "auto",
+        help="inference precision: auto is bf16 where the CPU (avx512_bf16, AMX) or the GPU computes bfloat16 "
+        "natively, else fp32; fp16 needs CUDA" + (" (default: the config's test.precision)" if from_config else ""),
+    )
 
 
 def resolve_device(device: str) -> str:

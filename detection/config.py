@@ -29,6 +29,10 @@ from .modeling.options import DetectorOptions
 # the top-level configs/).
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_BEST_METRIC = {"coco": "bbox/AP", "voc": "voc/mAP"}
+# Inference precision (``test.precision``, the tools' ``--precision``; resolved by ``detection.precision``):
+# auto is bf16 where the hardware computes bfloat16 natively, else fp32; fp16 needs CUDA.
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(PrecisionName)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ class SolverConfig:
     warmup_factor: float = 0.001
     clip_grad_norm: float | None = None
     accumulate_grad_batches: int = 1
-    amp: Literal["off", "fp16", "bf16"] = "off"  # CUDA only; CPU always trains in float32
+    amp: Literal["off", "fp16", "bf16"] = "off"  # bf16: CUDA or CPU; fp16 (with a gradient scaler): CUDA only
     channels_last: bool = False
     checkpoint_period: int = 5000
 
@@ -198,6 +202,7 @@ class TestConfig:
     voc_method: Literal["11point", "area"] = "11point"
     vis_images: int = 4  # validation images drawn with their predictions in TensorBoard
     figures: bool = True  # precision/recall, per-class AP and (COCO) error analysis PNGs, also in TensorBoard
+    precision: PrecisionName = "auto"  # of the evaluation's inference; auto: bf16 where the hardware has it, else fp32
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,22 @@
 """Numerical precision of inference: float32, or bfloat16/float16 autocast where the hardware runs it fast.
 
 The detector stays accurate under autocast by construction (:mod:`detection.modeling`): anchors, the RPN's
-logits and deltas, the box predictor, box decoding, NMS and RoIAlign's coordinates are float32; only the
-convolutions and matrix products of the trunk, the per-RoI head and the RPN's 3x3 conv take the lower
-precision.
+logits and deltas, the box predictor, box decoding, NMS and RoIAlign (features and box coordinates) are
+float32; only the convolutions and matrix products of the trunk, the RPN's 3x3 conv and the per-RoI head
+take the lower precision. The boxes and scores a model returns are float32.
 """
 
 import contextlib
 import functools
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from .config import PRECISIONS
 from .errors import UserError
 
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # CPU flags of native bfloat16 arithmetic (Linux /proc/cpuinfo names): AVX512-BF16 (Cooper Lake, Zen 4
 # and later) and AMX (Sapphire Rapids and later).
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -42,7 +40,7 @@ class InferencePrecision:
     Attributes:
         name: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         device_type: ``"cpu"`` or ``"cuda"``.
-        reason: one phrase, e.g. ``"the CPU has avx512_bf16"``.
+        reason: one phrase, e.g. ``"auto: the CPU has avx512_bf16"``.
     """
 
     name: str
@@ -50,13 +48,12 @@ class InferencePrecision:
     reason: str
 
     @property
-    def dtype(self) -> torch.dtype | None:
-        """The autocast dtype; None for float32."""
+    def dtype(self) -> torch.dtype:
         return DTYPES[self.name]
 
     def autocast(self) -> AbstractContextManager:
-        """Context that runs the model in this precision."""
-        if self.dtype is None:
+        """Context that runs the model in this precision (nothing for float32)."""
+        if self.name == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
 
@@ -64,32 +61,45 @@ class InferencePrecision:
         return f"{self.name} on {self.device_type} ({self.reason})"
 
 
-def resolve_precision(requested: str, device: torch.device | str) -> InferencePrecision:
-    """What ``--precision requested`` means on ``device``.
+def autocast_for(precision: InferencePrecision | None) -> AbstractContextManager:
+    """``precision.autocast()``; nothing for None (float32)."""
+    return precision.autocast() if precision is not None else contextlib.nullcontext()
+
+
+def resolve_precision(requested: str, device: torch.device | str, option: str = "--precision") -> InferencePrecision:
+    """What ``requested`` (``auto``, ``fp32``, ``bf16`` or ``fp16``) means on ``device``.
 
     ``auto`` is bf16 where the hardware computes it natively (a CPU with :data:`CPU_BF16_FLAGS`, a CUDA
-    device with bfloat16 support), else fp32. ``bf16`` on a CPU without those flags runs, emulated and
-    slower than fp32 (said in the reason). ``fp16`` needs CUDA.
+    device with bfloat16 units), else fp32. ``bf16`` without native support runs, emulated and slower
+    than fp32 (said in the reason). ``fp16`` needs CUDA.
+
+    Args:
+        option: the argument or config key that gave ``requested``, named in errors.
 
     Raises:
         UserError: an unknown name, or fp16 on CPU.
     """
     device = torch.device(device)
     if requested not in PRECISIONS:
-        raise UserError(f"--precision: unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
-    native = _native_bf16(device)
+        raise UserError(f"{option}: unknown precision {requested!r}; expected one of {', '.join(PRECISIONS)}")
+    native = native_bf16(device)
     if requested == "auto":
-        return InferencePrecision("bf16" if native else "fp32", device.type, f"auto: {native or 'no native bfloat16'}")
+        if native:
+            return InferencePrecision("bf16", device.type, f"auto: {native}")
+        return InferencePrecision("fp32", device.type, "auto: no native bfloat16 here")
     if requested == "fp16" and device.type != "cuda":
-        raise UserError("--precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
+        raise UserError(f"{option} fp16 needs a CUDA device; on CPU use bf16 or fp32")
     if requested == "bf16" and not native:
         return InferencePrecision("bf16", device.type, "requested; no native bfloat16 here, so emulated and slow")
     return InferencePrecision(requested, device.type, "requested")
 
 
-def _native_bf16(device: torch.device) -> str:
-    """Why ``device`` computes bfloat16 natively ("" if it does not)."""
+def native_bf16(device: torch.device | str) -> str:
+    """Why ``device`` computes bfloat16 natively, in words ("" if it does not)."""
+    device = torch.device(device)
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} supports bfloat16" if torch.cuda.is_bf16_supported() else ""
-    flags = cpu_bf16_flags()
+        # Emulated bfloat16 (pre-Ampere GPUs) counts as not native: it is slower than float16 there.
+        supported = torch.cuda.is_bf16_supported(including_emulation=False)
+        return f"{torch.cuda.get_device_name(device)} supports bfloat16" if supported else ""
+    flags = cpu_bf16_flags() if device.type == "cpu" else ()
     return f"the CPU has {' and '.join(flags)}" if flags else ""

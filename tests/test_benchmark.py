@@ -6,8 +6,18 @@ import math
 import pytest
 import torch
 from inference_helpers import load_tool
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
-from detection.benchmark.runner import VARIANTS, Setting, build_benchmark_model, configure, count_flops, summarize
+from detection.benchmark.runner import (
+    REFERENCE_MODEL,
+    VARIANTS,
+    Setting,
+    build_benchmark_model,
+    configure,
+    count_flops,
+    summarize,
+)
 from detection.cli import run_cli
 
 benchmark = load_tool("benchmark")
@@ -44,6 +54,8 @@ def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
         "8",
         "--matmul-size",
         "128",
+        "--precision",
+        "bf16",  # explicitly: auto is fp32 only on a CPU without bfloat16 instructions
         "--output",
         str(output),
     ]
@@ -51,7 +63,9 @@ def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
 
     result = json.loads(output.read_text(), parse_constant=_refuse_non_standard)  # strict JSON: no NaN
     assert result["command"].startswith("python tools/benchmark.py --backbones resnet18")
-    assert result["machine"]["device"] == "cpu" and result["machine"]["matmul_flops_per_s"] > 0
+    assert result["machine"]["device"] == "cpu" and result["reference_model"] is None
+    assert set(result["machine"]["matmul_flops_per_s"]) == {"fp32", "bf16"}
+    assert all(rate > 0 for rate in result["machine"]["matmul_flops_per_s"].values())
     (model,) = result["models"]
     assert model["name"] == "resnet18"
     assert model["parameters"]["total"] >= model["parameters"]["trainable"] > 0
@@ -61,16 +75,24 @@ def test_tiny_benchmark_writes_well_formed_json(tmp_path, capsys):
     assert min(flops["trunk"], flops["rpn"], flops["head"]) > 0
     assert flops["trunk"] + flops["rpn"] + flops["head"] == pytest.approx(flops["total"], rel=0.01)
     assert flops["head_per_roi"] == pytest.approx(flops["head"] / 6)
-    assert inference["latency_s"]["n"] == 1 and inference["latency_s"]["median"] > 0
-    assert inference["images_per_s"] == pytest.approx(1 / inference["latency_s"]["median"])
-    assert all(math.isfinite(v) and v > 0 for v in inference["matmul_fraction"].values())
+    assert set(inference["precisions"]) == {"fp32", "bf16"}
+    for measured in inference["precisions"].values():
+        assert measured["latency_s"]["n"] == 1 and measured["latency_s"]["median"] > 0
+        assert measured["images_per_s"] == pytest.approx(1 / measured["latency_s"]["median"])
+        assert all(math.isfinite(v) and v > 0 for v in measured["matmul_fraction"].values())
     variants = inference["variants"]
-    assert set(variants["latency_s"]) == set(VARIANTS) and set(variants["speedup"]) == set(VARIANTS) - {"plain"}
+    timed = {*VARIANTS, "bf16", "all_bf16"}
+    assert set(variants["latency_s"]) == timed and set(variants["speedup"]) == timed - {"plain"}
     assert variants["folded_bn_layers"] == 20
-    train = model["train"]
-    assert train["rois_per_image"] == 8 and train["batch_size"] == 1 and train["step_s"]["median"] > 0
-    assert train["peak_memory_mib"] >= train["baseline_memory_mib"] > 0
-    assert "| resnet18 | 64/96, 6 |" in capsys.readouterr().out
+    assert variants["best_fp32"] in VARIANTS and set(variants["over_best_fp32"]) == {"bf16"}
+    assert set(model["train"]) == {"fp32", "bf16"}
+    for precision, train in model["train"].items():
+        assert train["precision"] == precision
+        assert train["rois_per_image"] == 8 and train["batch_size"] == 1 and train["step_s"]["median"] > 0
+        assert train["peak_memory_mib"] >= train["baseline_memory_mib"] > 0
+    out = capsys.readouterr().out
+    assert "| resnet18 | 64/96, 6 | fp32 |" in out and "| resnet18 | 64/96, 6 | bf16 |" in out
+    assert "| all three + bf16 | all three + bf16 over best fp32 |" in out
 
 
 def test_the_head_sees_exactly_n_rois_in_inference_and_training():
@@ -112,6 +134,7 @@ def test_summary_statistics():
     [
         (["--backbones", "resnet7"], "unknown backbone(s) resnet7"),
         (["--size", "64x96", "800x1333", "--rois", "1", "2", "3"], "--rois"),
+        (["--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a CUDA device"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, capsys):
@@ -119,3 +142,17 @@ def test_bad_arguments_are_one_line_errors(argv, message, capsys):
         run_cli(benchmark.main, argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["resnet18", REFERENCE_MODEL])
+def test_pretrained_layout_freezes_the_stem_and_batchnorm_with_working_statistics(name):
+    torch.manual_seed(0)
+    scratch = build_benchmark_model(name, num_classes=3)
+    model = build_benchmark_model(name, num_classes=3, pretrained_layout=True)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in model.modules())
+    frozen = [module for module in model.modules() if isinstance(module, FrozenBatchNorm2d)]
+    assert len(frozen) == sum(isinstance(module, nn.BatchNorm2d) for module in scratch.modules()) > 0
+    assert all(not torch.equal(module.running_var, torch.ones_like(module.running_var)) for module in frozen)
+    assert not model.backbone.get_submodule("body.conv1" if name == REFERENCE_MODEL else "conv1").weight.requires_grad
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < trainable < sum(p.numel() for p in scratch.parameters())

@@ -9,6 +9,7 @@ import pytest
 import torch
 from inference_helpers import CLASS_NAMES, load_tool, write_tiny_checkpoint
 
+from detection import precision
 from detection.checkpoint import load_detector
 from detection.cli import run_cli
 from detection.data import read_image
@@ -52,6 +53,8 @@ def test_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
             "0",
             "--batch-size",
             "2",
+            "--precision",
+            "fp32",  # compared with the float32 model below
         ]
     )
 
@@ -60,7 +63,7 @@ def test_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
     assert "3 of 4 images processed, 1 unreadable" in captured.out
     assert "broken.jpg" in captured.err
     report = json.loads((out / "detections.json").read_text())
-    assert report["class_names"] == CLASS_NAMES
+    assert report["class_names"] == CLASS_NAMES and report["precision"] == "fp32"
     assert [Path(f["file"]).name for f in report["failed"]] == ["broken.jpg"]
     assert [Path(image["file"]).name for image in report["images"]] == list(sizes)
     model = load_detector(checkpoint).model
@@ -78,6 +81,15 @@ def test_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
         assert entry["scores"] == sorted(entry["scores"], reverse=True)
         picture = read_image(out / entry["picture"])
         assert picture.shape == (height, width, 3)
+
+
+def test_the_tool_says_which_precision_runs(tmp_path, checkpoint, capsys, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    write_image(tmp_path / "a.png", 64, 80, 0)
+    argv = ["--checkpoint", str(checkpoint), str(tmp_path / "a.png"), "--output-dir", str(tmp_path / "out")]
+    assert infer.main(argv) == 0
+    assert "inference in bf16 on cpu (auto: the CPU has avx512_bf16), BatchNorm folded\n" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "detections.json").read_text())["precision"] == "bf16"
 
 
 def test_score_threshold_and_glob_input(tmp_path, checkpoint):

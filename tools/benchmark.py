@@ -1,9 +1,11 @@
 """Parameters, FLOPs, inference latency and one training step of each backbone's detector.
 
     python tools/benchmark.py --backbones resnet101,vgg16 --device cpu --size 600x1000 800x1333 --rois 300 1000
+    python tools/benchmark.py --device cuda --precision bf16 fp16 --size 600x1000 800x1333 --rois 300 1000
 
 Prints markdown tables and writes the full result as JSON. torchvision's fasterrcnn_resnet50_fpn is
-measured in the same run as a reference. See docs/benchmarks.md.
+measured in the same run as a reference; every model in float32 and in each --precision (autocast).
+See docs/benchmarks.md.
 """
 
 import argparse
@@ -12,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from detection.cli import add_device_argument, prepare_output_file, resolve_device, run_cli, tool_parser
+from detection.config import PRECISIONS
 from detection.errors import UserError
 from detection.files import write_json
 
@@ -59,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="side of the matrices that measure the matmul rate (default: 2048 CPU, 8192 CUDA)",
     )
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=PRECISIONS,
+        default=["auto"],
+        help="lower precisions measured beside fp32 under autocast (inference and training step): auto is bf16 "
+        "where the CPU (avx512_bf16, AMX) or the GPU computes bfloat16 natively, else none; fp16 needs CUDA",
+    )
+    parser.add_argument(
+        "--pretrained-layout",
+        action="store_true",
+        help="build the models as ImageNet weights would and the recipes train them: stem and first stage "
+        "frozen, FrozenBatchNorm2d (random values, no download); default: every layer trains, BatchNorm2d",
+    )
     parser.add_argument("--output", default="output/benchmark.json", help="JSON file to write")
     return parser
 
@@ -88,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_rois_per_image=args.train_rois,
         num_classes=args.num_classes,
         matmul_size=args.matmul_size,
+        precisions=tuple(args.precision),
+        pretrained_layout=args.pretrained_layout,
     )
     result = {
         "command": shlex.join(["python", "tools/benchmark.py", *argv]),

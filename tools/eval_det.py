@@ -14,7 +14,14 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli, tool_parser
+from detection.cli import (
+    add_device_argument,
+    add_precision_argument,
+    prepare_output_dir,
+    resolve_device,
+    run_cli,
+    tool_parser,
+)
 from detection.config import Config
 from detection.data.catalog import list_datasets
 from detection.errors import ConfigError
@@ -43,6 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="images per inference batch")
     parser.add_argument("--num-workers", type=int, help="data loading workers")
     add_device_argument(parser)
+    add_precision_argument(parser, from_config=True)
     return parser.parse_args(argv)
 
 
@@ -52,19 +60,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
     from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
     from detection.evaluation.records import save_evaluation
+    from detection.precision import resolve_precision
 
     checkpoint = load_checkpoint(args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
     split = args.split or config.data.test_split
     output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
     prepare_output_dir(output_dir, "--output-dir")
+    precision = resolve_precision(config.test.precision, device, "--precision" if args.precision else "test.precision")
     dataset = build_evaluation_dataset(config, split)
     loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=device, class_names=dataset.class_names)
+    print(f"inference in {precision.describe()}")
     metrics = evaluate_model(
-        loaded.model, dataset, config, device=device, output_dir=output_dir, voc_coco_style=args.voc_coco_style
+        loaded.model,
+        dataset,
+        config,
+        device=device,
+        output_dir=output_dir,
+        voc_coco_style=args.voc_coco_style,
+        precision=precision,
     )
     save_evaluation(
-        output_dir, metrics, config, split, images=len(dataset), checkpoint=args.checkpoint, iteration=loaded.iteration
+        output_dir,
+        metrics,
+        config,
+        split,
+        images=len(dataset),
+        checkpoint=args.checkpoint,
+        iteration=loaded.iteration,
+        precision=precision.name,
     )
     figures = ", the figures" if config.test.figures else ""
     print(f"Wrote the results, metrics.json, evaluation.json{figures} to {output_dir}")
@@ -87,6 +111,7 @@ def _with_arguments(config: Config, args: argparse.Namespace) -> Config:
         voc_method=args.voc_method,
         images_per_batch=args.batch_size,
         figures=args.figures,
+        precision=args.precision,
     )
     return dataclasses.replace(config, data=data, test=dataclasses.replace(config.test, **test))
 

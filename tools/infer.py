@@ -12,7 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from detection.cli import add_device_argument, prepare_output_dir, resolve_device, run_cli, tool_parser
+from detection.cli import (
+    add_device_argument,
+    add_precision_argument,
+    prepare_output_dir,
+    resolve_device,
+    run_cli,
+    tool_parser,
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -26,6 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)"
     )
+    add_precision_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -38,17 +46,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from detection.inference.predictor import Predictor, ReadFailure, find_images
     from detection.inference.writer import PredictionWriter
     from detection.modeling.fusion import optimize_for_inference
+    from detection.precision import resolve_precision
 
+    precision = resolve_precision(args.precision, device)
     paths = find_images(args.inputs)
     prepare_output_dir(args.output_dir, "--output-dir")
     loaded = load_detector(args.checkpoint, device=device)
     model = optimize_for_inference(loaded.model, fold_bn=True, channels_last=args.channels_last)
-    predictor = Predictor(model, device, batch_size=args.batch_size, score_thresh=args.score_thresh)
+    predictor = Predictor(
+        model, device, batch_size=args.batch_size, score_thresh=args.score_thresh, precision=precision
+    )
     writer = PredictionWriter(
         args.output_dir,
         loaded.class_names,
-        {"checkpoint": os.fspath(args.checkpoint), "score_thresh": args.score_thresh},
+        {"checkpoint": os.fspath(args.checkpoint), "score_thresh": args.score_thresh, "precision": precision.name},
     )
+    print(f"inference in {precision.describe()}, BatchNorm folded{', channels_last' if args.channels_last else ''}")
     with tqdm(total=len(paths), unit="image", desc="inference") as progress:
         for result in predictor.predict_files(paths):
             if isinstance(result, ReadFailure):

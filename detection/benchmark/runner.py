@@ -1,7 +1,8 @@
 """Speed, size and cost of the detectors: parameters, FLOPs, latency, one training step, memory.
 
 Every model is measured in one process run, against torchvision's ``fasterrcnn_resnet50_fpn`` as a
-reference, and against the machine's own float32 matrix-multiply rate measured in the same run.
+reference, and against the machine's own matrix-multiply rate (float32, and each lower precision measured)
+in the same run. Lower precisions (bf16, fp16) run the same models under ``torch.autocast``.
 
 With random weights the RPN returns a varying number of proposals (often few), which would make the
 per-RoI head's cost disappear from the figures. :class:`FixedProposalRPN` therefore runs the real RPN
@@ -27,19 +28,24 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.image_list import ImageList
 
 from backbones import list_backbones
+from backbones.freezing import freeze_batchnorm
 
 from ..errors import UserError
 from ..memory import peak_memory_mib
 from ..modeling.detector import build_detector
 from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
+from ..precision import DTYPES, InferencePrecision, autocast_for, native_bf16, resolve_precision
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_MODEL = "fasterrcnn_resnet50_fpn"
+# float32 inference variants; each lower precision P adds "P" (the plain model under autocast) and "all_P"
+# (all three optimisations under autocast).
 VARIANTS = ("plain", "inference_mode", "folded_bn", "channels_last", "all")
 
 
@@ -77,8 +83,12 @@ class BenchmarkOptions:
         train_rois_per_image: RoIs the head samples per training image; None: the model's own
             ``box_batch_size_per_image`` (128 for the paper's detectors, 512 for the reference).
         num_classes: classes including the background (21: PASCAL VOC).
-        matmul_size: side of the square float32 matrices that measure the matrix-multiply rate;
-            None: 2048 on CPU, 8192 on CUDA (big enough to reach the peak rate).
+        matmul_size: side of the square matrices that measure the matrix-multiply rate; None: 2048 on
+            CPU, 8192 on CUDA (big enough to reach the peak rate).
+        precisions: lower precisions measured beside float32 (inference and training step), as
+            ``--precision`` takes them: ``auto`` (bf16 where the hardware has it natively, else none),
+            ``bf16``, ``fp16`` (CUDA); ``fp32`` adds nothing.
+        pretrained_layout: build the models as ImageNet weights would (see :func:`build_benchmark_model`).
     """
 
     backbones: tuple[str, ...] = ("resnet101", "vgg16")
@@ -92,6 +102,8 @@ class BenchmarkOptions:
     train_rois_per_image: int | None = None
     num_classes: int = 21
     matmul_size: int | None = None
+    precisions: tuple[str, ...] = ("auto",)
+    pretrained_layout: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -106,6 +118,17 @@ class BenchmarkOptions:
             )
         if self.device == "cuda" and not torch.cuda.is_available():
             raise UserError("--device cuda: CUDA is not available on this machine")
+        for name in self.precisions:
+            resolve_precision(name, self.device)  # an unknown name or fp16 on CPU is an error now, not after hours
+
+    def lower_precisions(self) -> list[InferencePrecision]:
+        """The resolved :attr:`precisions` other than float32, each once, in the order given."""
+        resolved = {}
+        for name in self.precisions:
+            precision = resolve_precision(name, self.device)
+            if precision.name != "fp32":
+                resolved.setdefault(precision.name, precision)
+        return list(resolved.values())
 
 
 class FixedProposalRPN(nn.Module):
@@ -147,15 +170,45 @@ def fixed_proposals(image_size: tuple[int, int], num: int, seed: int = 0) -> Ten
     return boxes
 
 
-def build_benchmark_model(name: str, num_classes: int) -> nn.Module:
+def build_benchmark_model(name: str, num_classes: int, pretrained_layout: bool = False) -> nn.Module:
     """A registered backbone's detector, or the reference, with random weights (training mode).
 
-    No pretrained weights, so BatchNorm is trainable and every layer trains, as torchvision builds its
-    own reference without weights.
+    By default every layer trains and BatchNorm is ``nn.BatchNorm2d``, as torchvision builds its own
+    reference without weights. With ``pretrained_layout``, the layout that ImageNet weights give and the
+    recipes train (detectron2's ``FREEZE_AT=2``, torchvision's ``trainable_backbone_layers=3``): the stem
+    and the first stage frozen, ``FrozenBatchNorm2d`` everywhere, with the statistics of a forward pass on
+    random input (so that activations keep their scale through the unnormalised blocks). No download.
     """
     if name == REFERENCE_MODEL:
-        return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
-    return build_detector(name, num_classes)
+        scratch = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes)
+    else:
+        scratch = build_detector(name, num_classes)
+    if not pretrained_layout:
+        return scratch
+    _calibrate_batchnorm(scratch, num_classes)
+    if name == REFERENCE_MODEL:
+        # What fasterrcnn_resnet50_fpn builds with weights_backbone (without, it makes every layer trainable).
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=3)
+        model = FasterRCNN(backbone, num_classes=num_classes)
+    else:
+        model = build_detector(name, num_classes, backbone_kwargs={"trainable_layers": 3})
+    missing, unexpected = freeze_batchnorm(model).load_state_dict(scratch.state_dict(), strict=False)
+    if missing or any(not key.endswith("num_batches_tracked") for key in unexpected):
+        raise RuntimeError(f"{name}: pretrained layout differs from the model ({missing}, {unexpected})")
+    return model
+
+
+def _calibrate_batchnorm(model: nn.Module, num_classes: int, size: tuple[int, int] = (224, 320)) -> None:
+    """Sets every BatchNorm's statistics to those of one training-mode forward pass on a random image of
+    ``size`` (the model's test scale is set again by :func:`configure`)."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # the plain average: this batch's statistics
+    model.transform.min_size, model.transform.max_size = (size[0],), size[1]
+    image = torch.rand(3, *size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.train()([image], [random_targets(size, num_classes, torch.device("cpu"), seed=0)])
 
 
 def configure(model: nn.Module, setting: Setting, num_proposals: int, seed: int) -> nn.Module:
@@ -271,19 +324,23 @@ def time_interleaved(
 
 
 def inference_runner(
-    model: nn.Module, image: Tensor, grad_mode: Callable[[], AbstractContextManager]
+    model: nn.Module,
+    image: Tensor,
+    grad_mode: Callable[[], AbstractContextManager],
+    precision: InferencePrecision | None = None,
 ) -> Callable[[], None]:
     def run() -> None:
-        with grad_mode():
+        with grad_mode(), autocast_for(precision):
             model([image])
         synchronize(image.device)
 
     return run
 
 
-def measure_matmul_rate(device: torch.device, size: int, repeats: int = 5) -> float:
-    """Achieved float32 FLOP/s of a ``size x size`` matrix multiply on ``device`` (median of ``repeats``)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def measure_matmul_rate(device: torch.device, size: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """Achieved FLOP/s of a ``size x size`` matrix multiply in ``dtype`` on ``device`` (median of ``repeats``)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     times = time_interleaved({"mm": lambda: (torch.mm(a, b), synchronize(device))}, warmup=1, repeats=repeats)["mm"]
     return 2 * size**3 / statistics.median(times)
 
@@ -295,37 +352,66 @@ def random_image(setting: Setting, device: torch.device, seed: int) -> Tensor:
 
 
 def benchmark_inference(
-    model: nn.Module, setting: Setting, options: BenchmarkOptions, matmul_rate: float, variants: bool
+    model: nn.Module,
+    setting: Setting,
+    options: BenchmarkOptions,
+    matmul_rates: dict[str, float],
+    variants: bool,
 ) -> dict[str, Any]:
-    """FLOPs and latency of ``model`` (eval mode) at ``setting``; with ``variants``, also the speed-up
-    of each inference optimisation against the plain model, timed round-robin in the same loop."""
+    """FLOPs and latency of ``model`` (eval mode) at ``setting``, in float32 and in each lower precision
+    (the plain model under autocast); with ``variants``, also the speed-up of each inference optimisation
+    against the plain model, timed round-robin in the same loop.
+
+    Args:
+        matmul_rates: the matrix-multiply FLOP/s of each precision (``"fp32"``, ``"bf16"``, ...).
+    """
     device = torch.device(options.device)
+    lower = options.lower_precisions()
     model = configure(model, setting, setting.num_rois, options.seed).eval()
     image = random_image(setting, device, options.seed)
     flops = count_flops(model, image)
+    # One copy of the plain model per precision, so that each one's part timer sees its own runs only.
+    plain = {"fp32": model, **{precision.name: copy.deepcopy(model) for precision in lower}}
     runners = {"plain": inference_runner(model, image, torch.no_grad)}
+    runners.update({p.name: inference_runner(plain[p.name], image, torch.no_grad, p) for p in lower})
     folded_layers = 0
     if variants:
         folded = copy.deepcopy(model)
         folded_layers = fold_detector_batchnorm(folded)
+        optimized = optimize_for_inference(model, fold_bn=True, channels_last=True)
         runners["inference_mode"] = inference_runner(copy.deepcopy(model), image, torch.inference_mode)
         runners["folded_bn"] = inference_runner(folded, image, torch.no_grad)
         runners["channels_last"] = inference_runner(
             optimize_for_inference(model, fold_bn=False, channels_last=True), image, torch.no_grad
         )
-        runners["all"] = inference_runner(
-            optimize_for_inference(model, fold_bn=True, channels_last=True), image, torch.inference_mode
-        )
-    timer = PartTimer(model, device)
+        runners["all"] = inference_runner(optimized, image, torch.inference_mode)
+        runners.update({f"all_{p.name}": inference_runner(optimized, image, torch.inference_mode, p) for p in lower})
+    timers = {name: PartTimer(copy_, device) for name, copy_ in plain.items()}
     try:
-        times = time_interleaved(runners, options.warmup, options.repeats, after_warmup=timer.clear)
+        times = time_interleaved(
+            runners, options.warmup, options.repeats, after_warmup=lambda: [t.clear() for t in timers.values()]
+        )
     finally:
-        timer.remove()
-    latency = summarize(times["plain"])
-    trunk_s, head_s = statistics.median(timer.times["trunk"]), statistics.median(timer.times["head"])
+        for timer in timers.values():
+            timer.remove()
     result: dict[str, Any] = {
         "setting": asdict(setting),
         "flops": {**flops, "head_per_roi": flops["head"] / setting.num_rois},
+        "precisions": {
+            name: _latency(times["plain" if name == "fp32" else name], timers[name], flops, matmul_rates[name])
+            for name in plain
+        },
+    }
+    if variants:
+        result["variants"] = _variants(times, [p.name for p in lower], folded_layers)
+    return result
+
+
+def _latency(times: list[float], timer: PartTimer, flops: dict[str, int], matmul_rate: float) -> dict[str, Any]:
+    """Latency, images/s, trunk and head times and the fraction of the matmul rate they reach."""
+    latency = summarize(times)
+    trunk_s, head_s = statistics.median(timer.times["trunk"]), statistics.median(timer.times["head"])
+    return {
         "latency_s": latency,
         "images_per_s": 1.0 / latency["median"],
         "trunk_s": trunk_s,
@@ -336,39 +422,52 @@ def benchmark_inference(
             "head": flops["head"] / head_s / matmul_rate,
         },
     }
-    if variants:
-        result["variants"] = {
-            "latency_s": {name: summarize(values) for name, values in times.items()},
-            # Ratios within each round-robin round: runs adjacent in time share the machine's load.
-            "speedup": {
-                name: summarize([p / v for p, v in zip(times["plain"], values)])
-                for name, values in times.items()
-                if name != "plain"
-            },
-            "folded_bn_layers": folded_layers,
-        }
-    return result
+
+
+def _variants(times: dict[str, list[float]], lower: list[str], folded_layers: int) -> dict[str, Any]:
+    """Speed-ups against the plain model, and of each lower precision's ``all_P`` over the fastest float32
+    variant (by median latency); ratios are taken within each round-robin round, whose runs are adjacent in
+    time and share the machine's load."""
+    best_fp32 = min(VARIANTS, key=lambda name: statistics.median(times[name]))
+    return {
+        "latency_s": {name: summarize(values) for name, values in times.items()},
+        "speedup": {
+            name: summarize([p / v for p, v in zip(times["plain"], values)])
+            for name, values in times.items()
+            if name != "plain"
+        },
+        "folded_bn_layers": folded_layers,
+        "best_fp32": best_fp32,
+        "over_best_fp32": {
+            name: summarize([b / v for b, v in zip(times[best_fp32], times[f"all_{name}"])]) for name in lower
+        },
+    }
 
 
 @dataclass(frozen=True)
 class TrainTask:
-    """One model's training-step measurement, run in a fresh process (peak RSS is per process)."""
+    """One model's training-step measurement in one precision, run in a fresh process (peak RSS is per
+    process)."""
 
     model: str
     setting: Setting
     options: BenchmarkOptions = field(default_factory=BenchmarkOptions)
+    precision: str = "fp32"
 
 
 def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
     """Time of forward + backward + SGD step on a batch, and the peak memory.
 
     The RPN's proposals are replaced by its training top-N fixed boxes, from which the RoI heads
-    sample their usual ``box_batch_size_per_image`` RoIs per image.
+    sample their usual ``box_batch_size_per_image`` RoIs per image. In bf16 or fp16 the forward pass
+    runs under autocast, as training's ``solver.amp`` does (fp16 with a gradient scaler).
     """
     options, setting = task.options, task.setting
     device = torch.device(options.device)
+    precision = resolve_precision(task.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.name == "fp16")
     torch.manual_seed(options.seed)
-    model = build_benchmark_model(task.model, options.num_classes).train()
+    model = build_benchmark_model(task.model, options.num_classes, options.pretrained_layout).train()
     configure(model, setting, model.rpn.post_nms_top_n(), options.seed).to(device)  # the training top-N
     if options.train_rois_per_image is not None:
         model.roi_heads.fg_bg_sampler.batch_size_per_image = options.train_rois_per_image
@@ -385,15 +484,18 @@ def benchmark_train_step(task: TrainTask) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
 
     def step() -> None:
-        losses = model(images, targets)
+        with precision.autocast():
+            losses = model(images, targets)
         optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
+        scaler.scale(sum(losses.values())).backward()
+        scaler.step(optimizer)
+        scaler.update()
         synchronize(device)
 
     times = time_interleaved({"step": step}, warmup=1, repeats=options.train_steps)["step"]
     return {
         "setting": asdict(setting),
+        "precision": precision.name,
         "batch_size": options.train_batch_size,
         "rois_per_image": model.roi_heads.fg_bg_sampler.batch_size_per_image,
         "step_s": summarize(times),
@@ -433,8 +535,20 @@ def train_step_main() -> None:
     print(json.dumps(benchmark_train_step(task)))
 
 
-def machine_info(device: torch.device, matmul_rate: float, matmul_size: int) -> dict[str, Any]:
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device, matmul_rates: dict[str, float], matmul_size: int) -> dict[str, Any]:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "device": device.type,
         "device_name": name,
@@ -442,8 +556,9 @@ def machine_info(device: torch.device, matmul_rate: float, matmul_size: int) -> 
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "python": platform.python_version(),
+        "native_bf16": native_bf16(device),
         "matmul_size": matmul_size,
-        "matmul_flops_per_s": matmul_rate,
+        "matmul_flops_per_s": matmul_rates,
     }
 
 
@@ -455,19 +570,30 @@ def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] | None =
     """
     log = log or logger.info
     device = torch.device(options.device)
+    lower = options.lower_precisions()
+    log("precisions: fp32 and " + (", ".join(p.describe() for p in lower) if lower else "no other"))
     matmul_size = options.matmul_size or (8192 if device.type == "cuda" else 2048)
-    log(f"measuring the {matmul_size}x{matmul_size} float32 matrix-multiply rate on {device}")
-    matmul_rate = measure_matmul_rate(device, matmul_size)
+    matmul_rates = {}
+    for name in ("fp32", *(p.name for p in lower)):
+        log(f"measuring the {matmul_size}x{matmul_size} {name} matrix-multiply rate on {device}")
+        matmul_rates[name] = measure_matmul_rate(device, matmul_size, DTYPES[name])
     models = []
     for name in (*options.backbones, *((REFERENCE_MODEL,) if options.reference else ())):
         torch.manual_seed(options.seed)
-        model = build_benchmark_model(name, options.num_classes).to(device)
+        model = build_benchmark_model(name, options.num_classes, options.pretrained_layout).to(device)
         entry: dict[str, Any] = {"name": name, "parameters": count_parameters(model), "inference": []}
         for index, setting in enumerate(options.settings):
             log(f"{name}: inference at {setting.name}")
-            entry["inference"].append(benchmark_inference(model, setting, options, matmul_rate, variants=index == 0))
+            entry["inference"].append(benchmark_inference(model, setting, options, matmul_rates, variants=index == 0))
         del model
-        log(f"{name}: training step in a fresh process")
-        entry["train"] = run_in_fresh_process(TrainTask(name, options.settings[0], options))
+        entry["train"] = {}
+        for precision in matmul_rates:
+            log(f"{name}: {precision} training step in a fresh process")
+            entry["train"][precision] = run_in_fresh_process(TrainTask(name, options.settings[0], options, precision))
         models.append(entry)
-    return {"machine": machine_info(device, matmul_rate, matmul_size), "options": asdict(options), "models": models}
+    return {
+        "machine": machine_info(device, matmul_rates, matmul_size),
+        "options": asdict(options),
+        "reference_model": REFERENCE_MODEL if options.reference else None,
+        "models": models,
+    }

@@ -36,6 +36,7 @@ from ..evaluation.records import RUN_EVALUATION_FOLDER, save_evaluation
 from ..inference.drawing import draw_detections
 from ..memory import peak_memory_mib
 from ..modeling.outputs import detections_to_numpy, eval_mode
+from ..precision import resolve_precision
 from .events import EventWriter
 from .meters import TrainingMeter
 from .run_checkpoints import BEST_CHECKPOINT, FINAL_CHECKPOINT, periodic_checkpoint_name
@@ -117,7 +118,7 @@ class EvalHook(HookBase):
     ``test.vis_images`` test images are drawn with their detections for TensorBoard. Evaluation draws
     from its own copy of the RNG state, so where it happens does not change training. The result files,
     ``metrics.json``, ``evaluation.json`` and the figures (also sent to TensorBoard) go to
-    ``<output_dir>/inference``.
+    ``<output_dir>/inference``. The model runs in ``test.precision`` (resolved, and said, at construction).
     """
 
     def __init__(self, dataset: Any, config: Config, device: torch.device, writer: EventWriter) -> None:
@@ -127,6 +128,8 @@ class EvalHook(HookBase):
         self.device = device
         self.output_dir = os.path.join(config.output_dir, RUN_EVALUATION_FOLDER)
         self.writer = writer
+        self.precision = resolve_precision(config.test.precision, device, "test.precision")
+        logger.info(f"evaluation in {self.precision.describe()}")
 
     def after_step(self) -> None:
         iteration = self.trainer.iteration
@@ -138,7 +141,13 @@ class EvalHook(HookBase):
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             metrics = evaluate_model(
-                model, self.dataset, self.config, device=self.device, output_dir=self.output_dir, progress=False
+                model,
+                self.dataset,
+                self.config,
+                device=self.device,
+                output_dir=self.output_dir,
+                progress=False,
+                precision=self.precision,
             )
             metrics = broadcast_object(metrics)
             if is_main_process():
@@ -157,14 +166,22 @@ class EvalHook(HookBase):
 
     def _save(self, metrics: dict[str, float], iteration: int) -> None:
         split = self.config.data.test_split
-        save_evaluation(self.output_dir, metrics, self.config, split, images=len(self.dataset), iteration=iteration)
+        save_evaluation(
+            self.output_dir,
+            metrics,
+            self.config,
+            split,
+            images=len(self.dataset),
+            iteration=iteration,
+            precision=self.precision.name,
+        )
         if self.config.test.figures:
             for name, image in read_figures(self.output_dir).items():
                 self.writer.write_image(f"figures/{name}", image, iteration)
 
     @torch.inference_mode()
     def _draw_predictions(self, model: nn.Module, iteration: int) -> None:
-        with eval_mode(model):
+        with eval_mode(model), self.precision.autocast():
             for index in range(min(self.config.test.vis_images, len(self.dataset))):
                 image, _ = self.dataset[index]
                 detections = detections_to_numpy(model([image.to(self.device)])[0])

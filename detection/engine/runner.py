@@ -219,6 +219,7 @@ def _train_or_evaluate(
     optimizer = build_optimizer(model, config.solver)
     scheduler = build_lr_scheduler(optimizer, config.solver)
     precision = Precision(config.solver.amp, device, logger)
+    logger.info(f"training in {precision.describe()}")
     checkpointer = Checkpointer(config.output_dir, model, optimizer, scheduler, precision.scaler, config, class_names)
     state = TrainingState()
     if resume_path:

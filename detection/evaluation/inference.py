@@ -9,10 +9,15 @@ from tqdm import tqdm
 
 from ..distributed import all_gather_object, is_main_process
 from ..modeling.outputs import Detections, Predictions, detections_to_numpy, eval_mode
+from ..precision import InferencePrecision, autocast_for
 
 
 def run_inference(
-    model: nn.Module, data_loader: Iterable[Any], device: torch.device | str, progress: bool = True
+    model: nn.Module,
+    data_loader: Iterable[Any],
+    device: torch.device | str,
+    progress: bool = True,
+    precision: InferencePrecision | None = None,
 ) -> dict[int, Detections]:
     """Predictions of ``model`` on every image of ``data_loader``, keyed by dataset index.
 
@@ -23,6 +28,7 @@ def run_inference(
             ``index`` (the dataset position), as the test loader does.
         device: where the model runs; the images are moved there.
         progress: show a progress bar (on rank 0 only).
+        precision: autocast the model runs under; None: float32.
 
     The model runs in eval mode under ``torch.inference_mode``; its previous mode is restored afterwards.
     With ``torch.distributed`` initialised each rank predicts its share of the loader and every rank
@@ -30,7 +36,7 @@ def run_inference(
     """
     device = torch.device(device)
     predictions: dict[int, Detections] = {}
-    with eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode(), autocast_for(precision):
         for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
             outputs = model([image.to(device) for image in images])
             for target, output in zip(targets, outputs):

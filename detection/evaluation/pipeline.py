@@ -10,6 +10,7 @@ from torch import nn
 from ..config import Config
 from ..data.build import build_test_loader, dataset_from_config
 from ..distributed import is_main_process
+from ..precision import InferencePrecision, resolve_precision
 from .inference import run_inference
 from .metrics import evaluate_predictions
 
@@ -28,15 +29,19 @@ def evaluate_model(
     output_dir: str | Path | None = None,
     voc_coco_style: bool = False,
     progress: bool = True,
+    precision: InferencePrecision | None = None,
 ) -> dict[str, float]:
     """Runs ``model`` over ``dataset`` and scores it with the config's metric and test options (with
     ``test.figures``, the figures go to ``output_dir`` too).
+
+    The model runs in ``precision``; None: the config's ``test.precision`` on ``device``.
 
     Under ``torch.distributed`` every rank runs its shard; the metrics are computed on rank 0 and
     other ranks get an empty dict.
     """
     loader = build_test_loader(dataset, config.test.images_per_batch, num_workers=config.data.num_workers)
-    predictions = run_inference(model, loader, device, progress=progress)
+    precision = precision or resolve_precision(config.test.precision, device, "test.precision")
+    predictions = run_inference(model, loader, device, progress=progress, precision=precision)
     if not is_main_process():
         return {}
     return evaluate_predictions(

@@ -2,7 +2,8 @@
 
 - ``metrics.json``: the metrics, ``{"bbox/AP": 0.58, ...}`` in ``[0, 1]`` (``null`` where undefined);
 - ``evaluation.json``: what was evaluated: ``dataset``, ``split``, ``metric`` (``coco``/``voc``), ``model``
-  (the backbone), ``images``, ``checkpoint``, ``iteration``;
+  (the backbone), ``images``, ``checkpoint``, ``iteration``, ``precision`` (of the inference: ``fp32``,
+  ``bf16``, ``fp16``);
 - the results files and the figures next to them.
 
 A training run keeps its last evaluation in ``<output_dir>/inference/``.
@@ -34,6 +35,7 @@ class EvaluationRecord:
     images: int
     checkpoint: str | None = None
     iteration: int | None = None
+    precision: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     folder: str = ""
 
@@ -52,6 +54,7 @@ def save_evaluation(
     images: int,
     checkpoint: str | os.PathLike | None = None,
     iteration: int | None = None,
+    precision: str | None = None,
 ) -> Path:
     """Writes ``metrics.json`` and ``evaluation.json`` for an evaluation of ``config``'s model and dataset
     (a :class:`~detection.config.Config`) on ``split``; returns the folder."""
@@ -66,6 +69,7 @@ def save_evaluation(
         images=images,
         checkpoint=None if checkpoint is None else os.fspath(checkpoint),
         iteration=iteration,
+        precision=precision,
     )
     description = {key: value for key, value in asdict(record).items() if key not in ("metrics", "folder")}
     write_json(output_dir / EVALUATION_FILE, description)

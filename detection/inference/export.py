@@ -10,6 +10,7 @@ whose detections differ from the eager model's is renamed ``<name>.mismatch`` an
 A TorchScript file loads only after ``import torchvision`` (its detection operators live there).
 """
 
+import copy
 import math
 import os
 import tempfile
@@ -206,17 +207,22 @@ def _exported_runner(path: str, export_format: ExportFormat):
 
 
 def _first_difference(reference: nn.Module, run_exported) -> str | None:
-    """How the exported detections differ from ``reference``'s on two images, or None if they match."""
+    """How the exported detections differ from ``reference``'s on two images, or None if they match.
+
+    Both run on the CPU, where the exported file is run: a reference on a GPU (TF32 convolutions, other
+    kernels) is compared through a CPU copy, so that the check tests the export, not the device.
+    """
     reference = reference.eval()
-    device = next(reference.parameters()).device
+    if next(reference.parameters()).device.type != "cpu":
+        reference = copy.deepcopy(reference).cpu()
     short = int(reference.transform.min_size[-1])
     long = min(int(reference.transform.max_size), math.ceil(short * 4 / 3))
     generator = torch.Generator().manual_seed(0)
     for height, width in ((short, long), (long, short)):
         image = torch.rand(3, height, width, generator=generator)
         with torch.inference_mode():
-            expected = reference([image.to(device)])[0]
-        expected = tuple(expected[key].cpu().numpy() for key in ("boxes", "labels", "scores"))
+            expected = reference([image])[0]
+        expected = tuple(expected[key].numpy() for key in ("boxes", "labels", "scores"))
         difference = _compare(expected, run_exported(image))
         if difference is not None:
             return f"{height}x{width} image: {difference}"

@@ -15,6 +15,7 @@ from ..data.errors import ImageReadError
 from ..data.images import read_image
 from ..errors import UserError
 from ..modeling.outputs import Detections, detections_to_numpy, eval_mode
+from ..precision import InferencePrecision, autocast_for
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
@@ -95,6 +96,8 @@ class Predictor:
         batch_size: images per forward pass.
         score_thresh: keep detections scoring at least this; None keeps the model's own threshold.
             Applied as the RoI heads' threshold, so that it also works below the model's default.
+        precision: the autocast the model runs under (:func:`detection.precision.resolve_precision`);
+            None: float32. The detections are float32 either way.
     """
 
     def __init__(
@@ -103,6 +106,7 @@ class Predictor:
         device: str | torch.device = "cpu",
         batch_size: int = 1,
         score_thresh: float | None = None,
+        precision: InferencePrecision | None = None,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch size must be >= 1, got {batch_size}")
@@ -112,6 +116,7 @@ class Predictor:
         self.model = model.to(self.device)
         self.batch_size = batch_size
         self.score_thresh = score_thresh
+        self.precision = precision
 
     @torch.inference_mode()
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Detections]:
@@ -122,7 +127,7 @@ class Predictor:
             ``labels`` int64 ``[n]``, by descending score.
         """
         tensors = [torch.from_numpy(image).to(self.device).permute(2, 0, 1).float().div_(255.0) for image in images]
-        with eval_mode(self.model), self._score_threshold():
+        with eval_mode(self.model), self._score_threshold(), autocast_for(self.precision):
             outputs = self.model(tensors)
         return [detections_to_numpy(output) for output in outputs]
 

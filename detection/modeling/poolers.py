@@ -5,6 +5,7 @@ torchvision's ``RoIHeads`` calls ``box_roi_pool(features, proposals, image_shape
 counterpart, so the C4 (RoIAlign, optionally aligned) and VGG-16 (RoIPool) detectors use these.
 """
 
+import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
@@ -33,15 +34,25 @@ class SingleLevelRoIAlign(nn.Module):
 
     def forward(self, features: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         """``features["0"]`` ``[B, C, h, w]``, ``boxes`` B tensors ``[n_i, 4]`` xyxy in image pixels ->
-        ``[sum n_i, C, p, p]``. ``image_shapes`` is unused: the scale is fixed by the backbone."""
-        return roi_align(
-            features[self.featmap_name],
-            boxes,
+        ``[sum n_i, C, p, p]`` in the features' dtype and memory format. ``image_shapes`` is unused: the
+        scale is fixed by the backbone.
+
+        RoIAlign computes in float32 whatever the features' dtype (under bf16/fp16 autocast too: box
+        coordinates in bfloat16 would move the sampling points by pixels), and the result is converted to
+        the dtype and layout the head's convolutions take in one copy (torchvision's autocast rule for
+        ``roi_align`` would cast it back, then the first channels_last convolution reorder it).
+        """
+        x = features[self.featmap_name]
+        pooled = roi_align(
+            x.float(),
+            [box.float() for box in boxes],
             output_size=self.output_size,
             spatial_scale=self.spatial_scale,
             sampling_ratio=self.sampling_ratio,
             aligned=self.aligned,
         )
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return pooled.to(dtype=x.dtype, memory_format=layout)
 
 
 class SingleLevelRoIPool(nn.Module):
