@@ -158,10 +158,21 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def trained_tiny_model(shapes_root, tmp_path_factory):
-    """The tiny ResNet-18 C4 trained for 80 iterations on the tiny shapes: confident on the val images."""
+    """The tiny ResNet-18 C4 trained for 160 iterations on the tiny shapes: confident on the val images.
+
+    GroupNorm and 160 iterations: with BatchNorm over 2 images, or 80 iterations, whether the model ends up
+    confident depends on the seed and on the number of threads; this recipe gave 5 to 12 confident boxes over
+    seeds 0-3 and 1 or 2 threads.
+    """
     output = tmp_path_factory.mktemp("trained_tiny")
     config = tiny_config(
-        shapes_root, output, "solver.max_iter=80", "solver.steps=[]", "solver.warmup_iters=5", "solver.base_lr=0.01"
+        shapes_root,
+        output,
+        "model.backbone_kwargs={norm: gn}",
+        "solver.max_iter=160",
+        "solver.steps=[]",
+        "solver.warmup_iters=5",
+        "solver.base_lr=0.01",
     )
     assert run_training(config) == 0
     return output / "model_final.pth"
