@@ -71,6 +71,7 @@ def build_resnet_c4(
     aligned: bool = True,
     sampling_ratio: int = 0,
     stride_in_1x1: bool | None = None,
+    zero_init_residual: bool = False,
 ) -> BackboneSpec:
     """Builds a C4 backbone from a torchvision ResNet constructor.
 
@@ -94,6 +95,9 @@ def build_resnet_c4(
             instead of the 3x3 ``conv2`` (detectron2's ``RESNETS.STRIDE_IN_1X1``: the MSRA weights were
             trained that way; torchvision's were not). ``None``: true for MSRA weights, else false.
             Bottleneck ResNets (50, 101, 152) only.
+        zero_init_residual: start the scale of each residual block's last norm layer at 0, so that every
+            block starts as the identity (Goyal et al. 2017; mmdetection's ResNet default). Only matters
+            without weights: it lets a deep ResNet trained from scratch take a high learning rate early.
     """
     pretrained = is_pretrained(weights)
     norm = norm or ("frozen_bn" if pretrained else "bn")
@@ -107,7 +111,8 @@ def build_resnet_c4(
         stride_in_1x1 = msra
     elif msra and not stride_in_1x1:
         raise ValueError(f"{loaded.source}: MSRA weights were trained with stride_in_1x1=True")
-    model = constructor(weights=None, norm_layer=partial(nn.GroupNorm, GROUP_NORM_GROUPS) if norm == "gn" else None)
+    norm_layer = partial(nn.GroupNorm, GROUP_NORM_GROUPS) if norm == "gn" else None
+    model = constructor(weights=None, norm_layer=norm_layer, zero_init_residual=zero_init_residual)
     if stride_in_1x1:
         move_stride_to_1x1(model)
     load_weights(model, loaded, unused_prefixes=("fc.",))

@@ -238,6 +238,21 @@ def test_group_norm_resnet_trains_and_matches_a_groupnorm_state_dict(tmp_path):
         torch.testing.assert_close(spec.trunk.eval()(image), reference.layer3(reference.layer2(reference.layer1(x))))
 
 
+@pytest.mark.parametrize(("name", "last_norm"), [("resnet18", "bn2"), ("resnet50", "bn3")])
+@pytest.mark.parametrize("norm", ["bn", "gn"])
+def test_zero_init_residual_starts_every_block_as_the_identity(name, last_norm, norm):
+    spec = backbones.build(name, norm=norm, zero_init_residual=True)
+    blocks = [
+        block
+        for stage in (spec.trunk.layer1, spec.trunk.layer2, spec.trunk.layer3, spec.head.layer4)
+        for block in stage
+    ]
+    assert all(torch.all(getattr(block, last_norm).weight == 0) for block in blocks)
+    assert torch.all(blocks[0].bn1.weight == 1)
+    default = backbones.build(name, norm=norm)
+    assert torch.all(getattr(default.head.layer4[-1], last_norm).weight == 1)
+
+
 def test_group_norm_refuses_batchnorm_weights(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(resnet.resnet18(weights=None).state_dict(), path)
