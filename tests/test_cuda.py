@@ -11,7 +11,7 @@ import pytest
 import torch
 from inference_helpers import TINY_MODEL, randomize_batchnorm
 from torchvision.ops import box_iou
-from training_helpers import REPO, TRAIN_TOOL, model_tensors, run_tool, tiny_config, tiny_overrides
+from training_helpers import REPO, TRAIN_TOOL, model_tensors, run_tool, tiny_config, torchrun_command
 
 from detection import build_detector
 from detection.checkpoint import load_checkpoint, load_detector
@@ -81,8 +81,7 @@ trainer.Trainer.train = train_and_record_backend
 runpy.run_path({str(TRAIN_TOOL)!r}, run_name="__main__")
 """
     )
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", str(launcher)]
-    command += ["--dataset", "shapes", "--device", "cuda", "--opts", *tiny_overrides(shapes_root, tmp_path / "out")]
+    command = torchrun_command(1, launcher, shapes_root, tmp_path / "out", tool_args=["--device", "cuda"])
     result = run_tool(command, env={"BACKEND_FILE": str(tmp_path / "backend")}, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "1 process(es) on cuda" in result.stdout

@@ -3,12 +3,11 @@ together on an image that one of them cannot read."""
 
 import itertools
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_config, tiny_overrides
+from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_config, torchrun_command
 
 from detection.data.build import dataset_from_config
 from detection.data.samplers import TrainingSampler
@@ -38,21 +37,7 @@ def test_two_processes_end_with_identical_weights(shapes_root, tmp_path):
     launcher = tmp_path / "launcher.py"
     launcher.write_text(DUMPING_LAUNCHER)
     output = tmp_path / "out"
-    overrides = tiny_overrides(shapes_root, output, "solver.max_iter=3", "solver.images_per_batch=2")
-    # --standalone: a local rendezvous on a free port.
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(launcher),
-        "--dataset",
-        "shapes",
-        "--opts",
-        *overrides,
-    ]
+    command = torchrun_command(2, launcher, shapes_root, output, "solver.max_iter=3", "solver.images_per_batch=2")
     result = run_tool(command, env={"DUMP_DIR": str(tmp_path)}, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 process(es) on cpu" in result.stdout
@@ -76,19 +61,7 @@ def test_an_image_one_process_cannot_read_stops_every_process_with_a_checkpoint(
     image = Path(dataset.get_annotation(index)["file_name"])
     image.write_bytes(image.read_bytes()[:200])
     output = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(TRAIN_TOOL),
-        "--dataset",
-        "shapes",
-        "--opts",
-        *tiny_overrides(root, output, "solver.images_per_batch=2"),
-    ]
+    command = torchrun_command(2, TRAIN_TOOL, root, output, "solver.images_per_batch=2")
     result = run_tool(command, timeout=600)
     assert result.returncode != 0
     checkpoint = output / "model_0000001.pth"

@@ -51,15 +51,20 @@ def tiny_config(root: Path, output_dir: Path, *extra: str) -> Config:
 
 
 def train_command(root: Path, output_dir: Path, *extra: str, tool_args: Sequence[str] = ()) -> list[str]:
-    return [
-        sys.executable,
-        str(TRAIN_TOOL),
-        "--dataset",
-        "shapes",
-        *tool_args,
-        "--opts",
-        *tiny_overrides(root, output_dir, *extra),
-    ]
+    return [sys.executable, str(TRAIN_TOOL), *_tiny_training_arguments(root, output_dir, extra, tool_args)]
+
+
+def torchrun_command(
+    processes: int, script: Path, root: Path, output_dir: Path, *extra: str, tool_args: Sequence[str] = ()
+) -> list[str]:
+    """``train_command`` under torchrun with ``processes`` local processes; ``script`` runs the training tool
+    (``TRAIN_TOOL`` or a launcher around it). ``--standalone``: a local rendezvous on a free port."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    return [*torchrun, str(script), *_tiny_training_arguments(root, output_dir, extra, tool_args)]
+
+
+def _tiny_training_arguments(root: Path, output_dir: Path, extra: Sequence[str], tool_args: Sequence[str]) -> list[str]:
+    return ["--dataset", "shapes", *tool_args, "--opts", *tiny_overrides(root, output_dir, *extra)]
 
 
 def run_tool(arguments: Sequence[str], env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
