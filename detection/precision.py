@@ -1,9 +1,10 @@
 """Numerical precision of inference: float32, or bfloat16/float16 autocast where the hardware runs it fast.
 
 The detector stays accurate under autocast by construction (:mod:`detection.modeling`): anchors, the RPN's
-logits and deltas, the box predictor, box decoding, NMS and RoIAlign (features and box coordinates) are
-float32; only the convolutions and matrix products of the trunk, the RPN's 3x3 conv and the per-RoI head
-take the lower precision. The boxes and scores a model returns are float32.
+logits and deltas, the box predictor, box decoding, NMS and RoIAlign's sampling points and weights are
+float32; only the convolutions and matrix products of the trunk, the RPN's 3x3 conv, RoIAlign's
+interpolation (bfloat16 inference on CPU, :func:`detection.modeling.poolers.roi_align_by_matmul`) and the
+per-RoI head take the lower precision. The boxes and scores a model returns are float32.
 """
 
 import contextlib

@@ -8,6 +8,7 @@ from torchvision.ops import roi_align, roi_pool
 
 import backbones
 from detection import DetectorOptions, SingleLevelRoIAlign, SingleLevelRoIPool, build_detector
+from detection.modeling.poolers import roi_align_by_matmul
 
 
 def rpn_top_n(model: FasterRCNN) -> dict[str, tuple[int, int]]:
@@ -114,6 +115,31 @@ def test_poolers_match_torchvision_ops():
     pooled = SingleLevelRoIPool(7, 1 / 16)(features, boxes, shapes)
     torch.testing.assert_close(pooled, roi_pool(features["0"], boxes, 7, 1 / 16))
     assert aligned.shape == (3, 8, 14, 14) and pooled.shape == (3, 8, 7, 7)
+
+
+@pytest.mark.parametrize("aligned", [True, False], ids=["aligned", "legacy"])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_by_matmul_is_torchvisions_roi_align(aligned, sampling_ratio):
+    """The separable form samples where torchvision's kernel samples, with its weights and border rules:
+    RoIs inside, across and beyond the map's edges, empty ones, two images (one without RoIs)."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 6, 13, 21, generator=generator)
+    corners = torch.rand(40, 2, generator=generator) * torch.tensor([400.0, 260.0]) - 40
+    sizes = torch.rand(40, 2, generator=generator) * torch.tensor([300.0, 200.0])
+    sizes[::7] = 0
+    boxes = torch.cat([corners, corners + sizes], dim=1)
+    boxes[0] = torch.tensor([-500.0, -500.0, -300.0, -300.0])
+    boxes[1] = torch.tensor([-30.0, -30.0, 700.0, 500.0])
+    for output_size in (7, 14):
+        # one cell per bin, the last sample exactly on the map's right edge (still read, as the edge cell)
+        samples = sampling_ratio or 1
+        left = (features.shape[-1] - output_size + 0.5 / samples + (0.5 if aligned else 0.0)) * 16
+        boxes[2] = torch.tensor([left, 20.0, left + output_size * 16, 90.0])
+        per_image = [boxes[:25], boxes[:0], boxes[25:]]
+        expected = roi_align(features, per_image, output_size, 1 / 16, sampling_ratio, aligned)
+        pooled = roi_align_by_matmul(features, per_image, output_size, 1 / 16, sampling_ratio, aligned)
+        torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
+        assert pooled.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_detector_is_scriptable():

@@ -119,24 +119,32 @@ def test_under_bf16_autocast_the_box_arithmetic_stays_float32(monkeypatch):
     assert output["boxes"].dtype == output["scores"].dtype == torch.float32
 
 
-def test_roi_align_computes_in_float32_under_autocast():
-    """torchvision's autocast rule for roi_align: features and boxes cast up to float32, the result cast back to
-    the features' dtype; our pooler does the same explicitly, converting to the head's layout in the same copy.
-    bfloat16 box coordinates would move the sampling points by pixels."""
+def test_bf16_roi_align_samples_at_float32_coordinates():
+    """bfloat16 inference pools by matrix products (roi_align_by_matmul) with float32 sampling points and
+    weights: within a few bfloat16 roundings of the exact pooling of the same features, channels_last for the
+    head. Training (features that need a gradient) keeps torchvision's float32 kernel, whose result is cast
+    once. bfloat16 box coordinates near 600 px move in steps of 4 px, which this tolerance would catch."""
     generator = torch.Generator().manual_seed(0)
     features = torch.rand(1, 8, 40, 60, generator=generator).to(torch.bfloat16)
-    boxes = torch.tensor([[101.3, 203.7, 257.1, 389.9], [17.2, 33.3, 410.6, 601.4]])
+    boxes = torch.tensor([[101.3, 203.7, 257.1, 389.9], [17.2, 33.3, 410.6, 601.4], [601.7, 402.3, 655.9, 447.1]])
     spec = {"output_size": 7, "spatial_scale": 1 / 16, "sampling_ratio": 0, "aligned": True}
-    in_float32 = torchvision.ops.roi_align(features.float(), [boxes], **spec).to(torch.bfloat16)
+    exact = torchvision.ops.roi_align(features.double(), [boxes.double()], **spec)
     pooler = SingleLevelRoIAlign(**spec)
+    with torch.inference_mode(), BF16_CPU.autocast():
+        pooled = pooler({"0": features}, [boxes], [(640, 960)])
+        pooled_channels_last = pooler({"0": features.contiguous(memory_format=torch.channels_last)}, [boxes], [])
+    for result in (pooled, pooled_channels_last):
+        assert result.dtype == torch.bfloat16 and result.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(result.double(), exact, rtol=3 * 2**-8, atol=0)
+    bf16_coordinates = torchvision.ops.roi_align(features.double(), [boxes.bfloat16().double()], **spec)
+    assert not torch.allclose(bf16_coordinates, exact, rtol=3 * 2**-8, atol=0)
+
+    trainable = features.clone().requires_grad_()
     with BF16_CPU.autocast():
-        torchvision_rule = torchvision.ops.roi_align(features, [boxes], **spec)
-        ours = pooler({"0": features}, [boxes], [(640, 960)])
-        ours_channels_last = pooler({"0": features.contiguous(memory_format=torch.channels_last)}, [boxes], [])
-    for pooled in (torchvision_rule, ours, ours_channels_last):
-        assert pooled.dtype == torch.bfloat16
-        torch.testing.assert_close(pooled, in_float32, rtol=0, atol=0)
-    assert ours_channels_last.is_contiguous(memory_format=torch.channels_last)
+        pooled_for_training = pooler({"0": trainable}, [boxes], [])
+    in_float32 = torchvision.ops.roi_align(features.float(), [boxes], **spec).to(torch.bfloat16)
+    torch.testing.assert_close(pooled_for_training, in_float32, rtol=0, atol=0)
+    assert pooled_for_training.grad_fn is not None
 
 
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["fused", "affine"])
