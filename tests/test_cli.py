@@ -140,8 +140,25 @@ def tool_command(tool: str, arguments: list[str], option: str, is_file: bool, tm
     return [sys.executable, str(REPO / "tools" / f"{tool}.py"), *argv]
 
 
+def start_tool(command: list[str], tmp_path: Path) -> subprocess.Popen:
+    """Starts a tool with SIGINT at its default action: a test suite started as a shell's background job
+    (``bash .ci/run &``) ignores SIGINT, and a child would inherit that and never see Ctrl+C."""
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "DETECTION_DATASETS": str(tmp_path / "datasets")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def assert_interrupted(process: subprocess.Popen) -> None:
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # a tool that went on must not outlive the test
     assert stderr.strip() == "interrupted", stderr[-3000:]
     assert process.returncode in (130, -signal.SIGINT)
 
@@ -152,13 +169,8 @@ TOOLS_WITH_TORCH = [tool for tool in TOOLS if tool[0] != "make_shapes_dataset"]
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="watches /proc/<pid>/maps")
 @pytest.mark.parametrize("tool, arguments, option, is_file", TOOLS_WITH_TORCH, ids=[t[0] for t in TOOLS_WITH_TORCH])
 def test_ctrl_c_while_a_tool_imports_torch_is_one_line(tmp_path, checkpoint, images, tool, arguments, option, is_file):
-    process = subprocess.Popen(
-        tool_command(tool, arguments, option, is_file, tmp_path, checkpoint=checkpoint, images=images),
-        cwd=REPO,
-        env={**os.environ, "DETECTION_DATASETS": str(tmp_path / "datasets")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = start_tool(
+        tool_command(tool, arguments, option, is_file, tmp_path, checkpoint=checkpoint, images=images), tmp_path
     )
     maps = Path(f"/proc/{process.pid}/maps")
     deadline = time.monotonic() + 60
@@ -192,13 +204,6 @@ def test_ctrl_c_inside_a_library_import_is_one_line(tmp_path, checkpoint, images
     launcher = tmp_path / "launcher.py"
     launcher.write_text(INTERRUPT_WHILE_IMPORTING_NUMPY)
     command = tool_command(tool, arguments, option, is_file, tmp_path, checkpoint=checkpoint, images=images)
-    process = subprocess.Popen(
-        [command[0], str(launcher), *command[1:]],
-        cwd=REPO,
-        env={**os.environ, "DETECTION_DATASETS": str(tmp_path / "datasets")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_tool([command[0], str(launcher), *command[1:]], tmp_path)
     assert_interrupted(process)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # stopped before any work
