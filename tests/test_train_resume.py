@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_train_cli import assert_one_line_error
 from torchvision.models.detection import roi_heads
-from training_helpers import TRAIN_TOOL, model_tensors, run_tool, tiny_config, train_command
+from training_helpers import TRAIN_TOOL, folder_contents, model_tensors, run_tool, tiny_config, train_command
 
 from detection.data.build import build_train_loader, dataset_from_config
 from detection.engine import NonFiniteLossError, RunOptions, run_training
@@ -133,10 +133,6 @@ def run_copy(trained_run, tmp_path) -> Path:
 
 def resume_command(output: Path, *tool_args: str) -> list[str]:
     return [sys.executable, str(TRAIN_TOOL), "--resume", *tool_args, "--output-dir", str(output)]
-
-
-def folder_contents(folder: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
 def test_resume_continues_the_run_as_it_was_configured(run_copy):

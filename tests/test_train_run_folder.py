@@ -7,7 +7,7 @@ import time
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_helpers import tiny_config
+from training_helpers import folder_contents, tiny_config
 
 from detection.config import Config, SolverConfig
 from detection.engine import RunOptions, run_training
@@ -110,10 +110,6 @@ def a_run_folder(folder):
     (folder / "notes.txt").write_text("mine")
     (folder / "eval_shapes_val").mkdir()
     return folder
-
-
-def folder_contents(folder) -> dict[str, bytes]:
-    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
 
 
 def test_a_new_run_in_a_run_folder_is_refused_and_changes_nothing(shapes_root, tmp_path):

@@ -1,4 +1,5 @@
-"""What the training tests share: a tiny config on the tiny shapes dataset, and running the tool."""
+"""What the training tests share: a tiny config on the tiny shapes dataset, running the tool, and reading a
+run folder."""
 
 import os
 import subprocess
@@ -75,3 +76,8 @@ def run_tool(arguments: Sequence[str], env: dict | None = None, timeout: float =
 
 def model_tensors(checkpoint_path: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint_path, map_location="cpu", weights_only=True)["model"]
+
+
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` (relative path -> bytes): to show that a refused start changed nothing."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*") if path.is_file()}
