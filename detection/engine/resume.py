@@ -9,7 +9,6 @@ decay live in its saved state), and the learning-rate steps already taken.
 """
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import Config, config_to_dict, override_config
 from ..errors import CheckpointError
 from ..modeling.options import TEST_TIME_OPTIONS
+from .run_folder import same_folder
 
 # Keys (or sections, ending in ".") a resumed run may change.
 CHANGEABLE_ON_RESUME = (
@@ -62,7 +62,9 @@ def config_changes(before: Config, after: Config) -> list[ConfigChange]:
     """Every key (``backbone_kwargs`` entries included) whose value differs, in the config's order."""
     old, new = _flatten(config_to_dict(before)), _flatten(config_to_dict(after))
     changes = [ConfigChange(key, old.get(key), new.get(key)) for key in {**old, **new} if old.get(key) != new.get(key)]
-    return [change for change in changes if not (change.key == "output_dir" and _same_folder(change))]
+    return [
+        change for change in changes if not (change.key == "output_dir" and same_folder(change.before, change.after))
+    ]
 
 
 def resume_changes(stored: Config, config: Config, iteration: int, source: str) -> list[ConfigChange]:
@@ -116,10 +118,6 @@ def _flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _same_folder(change: ConfigChange) -> bool:
-    return os.path.abspath(str(change.before)) == os.path.abspath(str(change.after))
 
 
 def _show(value: Any) -> str:

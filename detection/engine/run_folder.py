@@ -102,6 +102,17 @@ def write_run_config(config: Config, folder: str, resumed_at: int | None = None)
     return kept
 
 
+def same_folder(a: str, b: str) -> bool:
+    """Whether two paths name one folder: the same once absolute, or one existing folder (links followed)."""
+    a, b = a or ".", b or "."
+    if os.path.abspath(a) == os.path.abspath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
 def preview_names(names: list[str]) -> str:
     """``"a, b, c, d and 5 more"``."""
     more = len(names) - MAX_NAMES_SHOWN

@@ -49,6 +49,7 @@ from .run_folder import (
     claim_run_folder,
     preview_names,
     run_results,
+    same_folder,
     write_run_config,
 )
 from .trainer import Trainer
@@ -174,7 +175,7 @@ def _claim_output_dir(output_dir: str, options: RunOptions, resume: _ResumePoint
         try:
             if resume is None:
                 removed = claim_run_folder(output_dir, overwrite=options.overwrite, eval_only=options.eval_only)
-            elif not _same_folder(os.path.dirname(resume.path), output_dir) and run_results(output_dir):
+            elif not same_folder(os.path.dirname(resume.path), output_dir) and run_results(output_dir):
                 raise RunFolderError(
                     f"{output_dir} holds another run; resume {resume.path} in its own folder or in a folder "
                     "without a run"
@@ -313,13 +314,6 @@ def _load_weights(
         f"initialised the model from {path}"
         + (f"; skipped the box predictor ({len(stored)} classes there, {len(class_names)} here)" if skipped else "")
     )
-
-
-def _same_folder(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a or ".", b or ".")
-    except OSError:  # one of them does not exist
-        return False
 
 
 def _device_type(requested: str) -> str:
