@@ -46,11 +46,12 @@ class SingleLevelRoIAlign(nn.Module):
 
         Box coordinates, sampling points and interpolation weights are float32 whatever the features'
         dtype (bfloat16 coordinates would move the sampling points by pixels). bfloat16 features on CPU
-        without gradient (inference) are pooled by :func:`roi_align_by_matmul`, 4x faster than
-        torchvision's float32 kernel and its conversions; otherwise torchvision's kernel pools float32
-        features (the float32 results, detectron2's to the last bit) and the result is converted to the
-        dtype and layout the head's convolutions take in one copy (torchvision's autocast rule for
-        ``roi_align`` would cast it back, then the first channels_last convolution reorder it).
+        without gradient (inference) are pooled by :func:`roi_align_by_matmul`, 5x faster than
+        torchvision's float32 kernel and its conversions (docs/benchmarks.md); otherwise torchvision's
+        kernel pools float32 features (the float32 results, detectron2's to the last bit) and the result
+        is converted to the dtype and layout the head's convolutions take in one copy (torchvision's
+        autocast rule for ``roi_align`` would cast it back, then the first channels_last convolution
+        reorder it).
         """
         x = features[self.featmap_name]
         if not torch.jit.is_scripting() and x.dtype == torch.bfloat16 and x.device.type == "cpu":
