@@ -153,8 +153,13 @@ def _write_record(path: Path, url: str, sha256: str, origin: str, recorded: str 
         "origin": origin,  # "downloaded" or "found in the cache" (put there by hand)
         "recorded": recorded or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    with replacing(record_path(path), RECORD_SUFFIX) as file:
-        file.write((json_text(record, indent=2) + "\n").encode("utf-8"))
+    try:
+        with replacing(record_path(path), RECORD_SUFFIX) as file:
+            file.write((json_text(record, indent=2) + "\n").encode("utf-8"))
+    except OSError as error:  # a cache shared read-only: the file is used, unchecked from now on
+        logger.warning(
+            f"{record_path(path)}: not written ({_reason(error)}); a later change of {path.name} goes unnoticed"
+        )
 
 
 class _Partial:
@@ -249,6 +254,8 @@ def _reason(error: BaseException) -> str:
         text = f"HTTP {error.code} {error.reason}"
     elif isinstance(error, urllib.error.URLError):
         text = str(error.reason)
+    elif isinstance(error, OSError) and error.strerror:
+        text = error.strerror
     else:
         text = str(error) or type(error).__name__
     return " ".join(text.split())

@@ -4,6 +4,7 @@ and the named weights' tests share (conftest.py builds the models once per sessi
 
 import pickle
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,13 +120,19 @@ def make_detectron2_r101(folder: Path) -> dict[str, torch.Tensor]:
     model.transform.min_size, model.transform.max_size = (320,), 500  # test images are not resized: faster
     randomize_frozen_bn(model)
     spread_scores(model, round_trip_image())
-    layout = to_detectron2_layout(model.state_dict())
-    with open(folder / "model_final.pkl", "wb") as file:
-        pickle.dump({"model": layout, "__author__": "Detectron2 Model Zoo"}, file)
+    layout = write_model_zoo_file(model, folder / "model_final.pkl")
     torch.save({"model": {k: torch.from_numpy(v) for k, v in layout.items()}, "iteration": 89999}, folder / "model.pth")
     with torch.no_grad():
         detections = model([round_trip_image()])[0]
     return detections
+
+
+def write_model_zoo_file(model: torch.nn.Module, path: Path) -> dict[str, np.ndarray]:
+    """``model`` (a C4 detector of this toolkit) as a detectron2 model-zoo pickle at ``path``; returns its layout."""
+    layout = to_detectron2_layout(model.state_dict())
+    with open(path, "wb") as file:
+        pickle.dump({"model": layout, "__author__": "Detectron2 Model Zoo"}, file)
+    return layout
 
 
 def round_trip_image() -> torch.Tensor:
@@ -147,3 +154,15 @@ def spread_scores(model: torch.nn.Module, image: torch.Tensor) -> None:
     weight = 2.0 * torch.randn(cls_score.weight.shape, generator=generator) / (pooled.std(0) + 1e-2)
     cls_score.weight.copy_(weight / pooled.shape[1] ** 0.5)
     cls_score.bias.copy_(-cls_score.weight @ pooled.mean(0))
+
+
+if __name__ == "__main__":
+    # A random R101-C4 model-zoo file of the real size (212 MB), e.g. for tools/benchmark_weights.py:
+    #   python tests/detectron2_helpers.py /tmp/zoo/hub/checkpoints/model_final_298dad.pkl
+    target = Path(sys.argv[1])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    random_model = detector_from_config(detectron2_c4_config(101).model, 81, backbone_weights=False)
+    randomize_frozen_bn(random_model)
+    write_model_zoo_file(random_model, target)
+    print(f"wrote {target} ({target.stat().st_size:,} bytes)")

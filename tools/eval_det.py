@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checkpoint, source = trained_checkpoint(args.weights or args.checkpoint)
     config = _with_arguments(checkpoint_config(checkpoint, source), args)
     split = args.split or config.data.test_split
-    # Named weights have no folder: output/<their full name>, as a run's folder
+    # Named weights have no folder of their own: output/<their full name>
     folder = Path(source).parent if Path(source).is_file() else Path("output") / source.replace(".", "_")
     output_dir = Path(args.output_dir or folder / f"eval_{config.data.dataset}_{split}")
     prepare_output_dir(output_dir, "--output-dir")

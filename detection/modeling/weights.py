@@ -144,6 +144,11 @@ DETECTOR_WEIGHTS: dict[str, type[FasterRCNNC4WeightsEnum]] = {
 WEIGHTS_NAME = re.compile(r"(?:([A-Za-z]\w*)\.)?([A-Z][A-Z0-9_]*)")
 
 
+def detector_backbone(weights: WeightsEnum) -> str | None:
+    """The backbone of the detector ``weights`` are for (``"resnet101"``); None for weights of no detector here."""
+    return next((backbone for backbone, enum in DETECTOR_WEIGHTS.items() if isinstance(weights, enum)), None)
+
+
 def get_weight(name: str) -> WeightsEnum:
     """``torchvision.models.get_weight`` that knows these weights too: the member a full name
     (``"FasterRCNN_ResNet101_C4_Weights.COCO_DETECTRON2_3X"``, ``"ResNet101_MSRA_Weights.MSRA"``) names;
@@ -245,5 +250,8 @@ def _convert(weights: FasterRCNNC4WeightsEnum, source: CachedFile, output: Path)
             "download the right file"
         )
     checkpoint["source_sha256"] = source.sha256  # which file this conversion is of
-    save_checkpoint(output, checkpoint)
+    try:
+        save_checkpoint(output, checkpoint)
+    except OSError as error:  # a cache shared read-only
+        logger.warning(f"{output}: not written ({error.strerror or error}); the file is converted at each load")
     return checkpoint

@@ -45,6 +45,7 @@ from .weights import (
     DETECTOR_WEIGHTS,
     FasterRCNN_ResNet50_C4_Weights,
     FasterRCNN_ResNet101_C4_Weights,
+    detector_backbone,
     find_weights,
     weights_checkpoint,
 )
@@ -178,7 +179,7 @@ def _trained_weights(backbone: str, weights: WeightsEnum | WeightsPath, progress
     named = weights if isinstance(weights, WeightsEnum) else find_weights(os.fspath(weights), lookup)
     if named is None:
         return load_checkpoint(weights), os.fspath(weights)
-    owner = next((name for name, enum in DETECTOR_WEIGHTS.items() if isinstance(named, enum)), None)
+    owner = detector_backbone(named)
     if owner != backbone:
         whose = f"{_builder_name(owner)}'s" if owner else "not detector weights (ImageNet weights: weights_backbone)"
         takes = f"{own.__name__} or a checkpoint path" if own else "a checkpoint path (it has no named weights)"
