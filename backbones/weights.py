@@ -46,7 +46,7 @@ def is_msra_file(weights: WeightsArg) -> bool:
     return weights is not None and weights != "imagenet" and os.fspath(weights).endswith(".pkl")
 
 
-def read_weights(weights: WeightsArg, imagenet: WeightsEnum) -> BackboneWeights | None:
+def read_weights(weights: WeightsArg, imagenet: WeightsEnum | None = None) -> BackboneWeights | None:
     """The weights ``weights`` names: ``None`` (none), ``"imagenet"`` (``imagenet``, downloaded by
     torchvision on first use), a torchvision-format state dict file (optionally wrapped as
     ``{"state_dict": ...}`` or ``{"model": ...}``, keys optionally prefixed ``module.``), or an MSRA

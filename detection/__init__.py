@@ -5,7 +5,7 @@ The public names below are imported on first use, so that ``import detection.con
 
     >>> from detection import build_detector, fasterrcnn_resnet101_c4
     >>> model = build_detector("resnet101", num_classes=81)
-    >>> model = fasterrcnn_resnet101_c4(weights="output/coco_resnet101/model_final.pth")  # torchvision's way
+    >>> model = fasterrcnn_resnet101_c4(weights="DEFAULT")  # torchvision's way: detectron2's R101-C4, 41.1 AP
 """
 
 import importlib
@@ -23,6 +23,11 @@ _PUBLIC = {
     "fasterrcnn_resnet101_c4": "detection.modeling.zoo",
     "fasterrcnn_resnet152_c4": "detection.modeling.zoo",
     "fasterrcnn_vgg16": "detection.modeling.zoo",
+    "FasterRCNN_ResNet50_C4_Weights": "detection.modeling.weights",
+    "FasterRCNN_ResNet101_C4_Weights": "detection.modeling.weights",
+    "get_weight": "detection.modeling.weights",
+    "ResNet50_MSRA_Weights": "detection.modeling.msra",
+    "ResNet101_MSRA_Weights": "detection.modeling.msra",
 }
 
 __all__ = sorted(_PUBLIC)

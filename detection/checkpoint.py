@@ -13,11 +13,8 @@ A checkpoint is a dict saved with ``torch.save``:
 Everything in it is loadable with ``torch.load(weights_only=True)``.
 """
 
-import logging
 import os
 import random
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -29,23 +26,17 @@ from torchvision.models.detection import FasterRCNN
 
 from backbones.weights import compare_state_dicts
 
+from . import files
 from .config import Config, config_from_dict
 from .errors import CheckpointError, ConfigError
-from .files import current_umask
+from .files import replacing
 from .modeling.factory import detector_from_config
-
-_logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 PREDICTOR_PREFIX = "roi_heads.box_predictor."
 MAX_KEYS_SHOWN = 8  # of each kind in a weights mismatch error; the count of all follows
 PathLike = str | os.PathLike
-# Temporary files are named .tmp-<writer pid>-<random>.pth; files of this pattern that no live process
-# writes are removed when saving into their folder.
-TEMPORARY_PREFIX = ".tmp-"
-TEMPORARY_SUFFIX = ".pth"
-# When this process (nearly) started: a temporary file last modified before it is not being written by it.
-_PROCESS_START = time.time()
+TEMPORARY_SUFFIX = ".pth"  # of the temporary a save writes (detection.files.replacing)
 
 
 @dataclass
@@ -59,71 +50,26 @@ class LoadedDetector:
 def save_checkpoint(path: PathLike, checkpoint: dict[str, Any]) -> None:
     """Writes ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact.
 
-    The file is written as a temporary next to ``path``, then renamed. Temporaries that a killed
-    process left in that folder (``kill -9`` while saving) are removed first, see
-    :func:`remove_stale_temporaries`.
+    The file is written as a temporary next to ``path``, then renamed (:func:`detection.files.replacing`).
+    Temporaries that a killed process left in that folder (``kill -9`` while saving) are removed first,
+    see :func:`remove_stale_temporaries`.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     remove_stale_temporaries(directory)
-    handle, temporary = tempfile.mkstemp(
-        prefix=f"{TEMPORARY_PREFIX}{os.getpid()}-", suffix=TEMPORARY_SUFFIX, dir=directory
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"format_version": FORMAT_VERSION, **checkpoint}, file)
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates files private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with replacing(path, TEMPORARY_SUFFIX) as file:
+        torch.save({"format_version": FORMAT_VERSION, **checkpoint}, file)
 
 
 def remove_stale_temporaries(directory: PathLike) -> list[str]:
-    """Removes the ``.tmp-*.pth`` files in ``directory`` that no live process is writing.
-
-    A file is stale when it was last modified before this process started and the process that
-    wrote it (the pid in its name; unknown for older names) no longer runs on this machine. A file
-    being written by another live process, or changed since this process started (another machine
-    sharing the folder), is kept.
+    """Removes the checkpoint temporaries (``.tmp-*.pth``) in ``directory`` that no live process is writing;
+    see :func:`detection.files.remove_stale_temporaries`.
 
     Returns:
         The paths removed.
     """
-    removed = []
-    for entry in os.scandir(directory):
-        if not (entry.name.startswith(TEMPORARY_PREFIX) and entry.name.endswith(TEMPORARY_SUFFIX)):
-            continue
-        try:
-            if not entry.is_file(follow_symlinks=False) or entry.stat().st_mtime >= _PROCESS_START:
-                continue
-            if _writer_is_alive(entry.name):
-                continue
-            os.remove(entry.path)
-        except OSError:  # removed meanwhile by another process, or not ours to remove
-            continue
-        removed.append(entry.path)
-    if removed:
-        _logger.info(f"removed {len(removed)} temporary checkpoint file(s) that a killed process left: {removed}")
-    return removed
-
-
-def _writer_is_alive(name: str) -> bool:
-    pid_text = name[len(TEMPORARY_PREFIX) :].split("-", 1)[0]
-    if not pid_text.isdigit():
-        return False  # the name of an older version, without a pid
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False  # an earlier process with this pid: this one did not exist when the file was written
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by another user
-    return True
+    return files.remove_stale_temporaries(directory, TEMPORARY_SUFFIX)
 
 
 def load_checkpoint(path: PathLike, *, mmap: bool = False) -> dict[str, Any]:

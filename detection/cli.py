@@ -136,6 +136,20 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The trained model, one of ``--checkpoint PATH`` and ``--weights NAME|PATH``; load either with
+    :func:`detection.modeling.weights.trained_checkpoint` (``args.weights or args.checkpoint``)."""
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint", help="checkpoint written by tools/train_det.py or tools/convert_detectron2.py")
+    model.add_argument(
+        "--weights",
+        metavar="NAME",
+        help="detectron2's trained detectors by name, downloaded and converted once into torch hub's cache: "
+        "COCO_DETECTRON2_3X or DEFAULT (R101-C4), FasterRCNN_ResNet50_C4_Weights.COCO_DETECTRON2_3X, "
+        "COCO_DETECTRON2_1X, VOC_DETECTRON2 (R50-C4); see docs/detectron2.md",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device``: ``auto`` (``cuda`` where available, else ``cpu``), ``cpu`` or ``cuda``; resolve it with
     :func:`resolve_device` after parsing."""

@@ -77,7 +77,9 @@ class ModelConfig(DetectorOptions):
     """The detector: a registered backbone, its initial weights, and every :class:`DetectorOptions`."""
 
     backbone: str = "resnet101"
-    weights: str | None = None  # None (random init), "imagenet", or a torchvision state dict path
+    # None (random init), "imagenet" (torchvision's), "msra" (the ResNet paper's, ResNet-50/101), or a file: a
+    # torchvision state dict, or an MSRA caffe2 .pkl
+    weights: str | None = None
     trainable_layers: int | None = None  # None: the backbone's default (see README)
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # further builder arguments
 

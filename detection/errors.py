@@ -15,3 +15,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, unreadable, or does not fit the model or dataset it is used with."""
+
+
+class WeightsError(UserError):
+    """Weights by name: an unknown name, or a file of torch hub's cache that changed since its first use."""
+
+
+class DownloadError(WeightsError):
+    """A weights file could not be downloaded; the message names the URL and where to put the file by hand."""

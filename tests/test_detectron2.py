@@ -1,9 +1,8 @@
 """detectron2 parity, rule by rule: anchors, stride placement, pixel convention, caffe2 and detectron2
 checkpoint names, class rows, and a round trip through detectron2's checkpoint layout.
 
-The layouts are written here from their descriptions (detectron2's ``c2_model_loading`` names, its
-model-zoo pickle and Checkpointer formats); the parity against detectron2's own code is in
-docs/detectron2.md.
+The layouts are written from their descriptions (detectron2_helpers.py); the parity against detectron2's
+own code is in docs/detectron2.md.
 """
 
 import math
@@ -11,11 +10,11 @@ import os
 import pickle
 import re
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from detectron2_helpers import randomize_frozen_bn, round_trip_image, write_msra_file
 from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 from training_helpers import REPO, run_tool
@@ -28,79 +27,11 @@ from detection.config import load_config
 from detection.errors import ConfigError
 from detection.modeling.anchors import cell_anchors
 from detection.modeling.detectron2 import ConversionError, detectron2_c4_config, detectron2_depth
-from detection.modeling.factory import architecture_differences, detector_from_config, resolve_model_config
+from detection.modeling.factory import architecture_differences, resolve_model_config
 
 CONVERT_TOOL = REPO / "tools" / "convert_detectron2.py"
 SIZES, RATIOS = (32, 64, 128, 256, 512), (0.5, 1.0, 2.0)
 C4_SETTINGS = dict(anchor_sizes=SIZES, aspect_ratios=RATIOS, size_divisible=1, min_size=330, max_size=500)
-
-
-# --- the layouts, written from their descriptions ---------------------------------------------------
-
-
-def detectron2_resnet_key(key: str) -> str:
-    """torchvision ResNet key -> detectron2's (``layer1.0.bn1.weight`` -> ``res2.0.conv1.norm.weight``)."""
-    if key == "conv1.weight":
-        return "stem.conv1.weight"
-    if key.startswith("bn1."):
-        return "stem.conv1.norm." + key[4:]
-    stage, index, part, rest = re.fullmatch(r"layer(\d)\.(\d+)\.(\w+?)\.(.+)", key).groups()
-    prefix = f"res{int(stage) + 1}.{index}"
-    if part == "downsample":
-        which, leaf = rest.split(".", 1)
-        return f"{prefix}.shortcut.weight" if which == "0" else f"{prefix}.shortcut.norm.{leaf}"
-    if part.startswith("bn"):
-        return f"{prefix}.conv{part[2:]}.norm.{rest}"
-    return f"{prefix}.{part}.{rest}"
-
-
-def caffe2_blob(detectron2_key: str) -> str:
-    """detectron2 ResNet key -> MSRA caffe2 blob (``res2.0.conv1.norm.weight`` -> ``res2_0_branch2a_bn_s``)."""
-    norm = {"weight": "s", "bias": "b"}
-    if detectron2_key == "stem.conv1.weight":
-        return "conv1_w"
-    if detectron2_key.startswith("stem.conv1.norm."):
-        return "res_conv1_bn_" + norm[detectron2_key.rsplit(".", 1)[1]]
-    stage, index, conv, rest = re.fullmatch(r"res(\d)\.(\d+)\.(conv\d|shortcut)\.(.+)", detectron2_key).groups()
-    branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}[conv]
-    suffix = "w" if rest == "weight" else "bn_" + norm[rest.rsplit(".", 1)[1]]
-    return f"res{stage}_{index}_{branch}_{suffix}"
-
-
-def to_detectron2_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """A detector of this toolkit in detectron2's names: background row last, no background box deltas."""
-    rpn = {"conv.0.0": "conv", "cls_logits": "objectness_logits", "bbox_pred": "anchor_deltas"}
-    out = {}
-    for key, value in state_dict.items():
-        value = value.detach().clone()
-        if key.startswith("backbone."):
-            name = "backbone." + detectron2_resnet_key(key.removeprefix("backbone."))
-        elif key.startswith("roi_heads.box_head.layer4."):
-            name = "roi_heads." + detectron2_resnet_key(key.removeprefix("roi_heads.box_head."))
-        elif key.startswith("rpn.head."):
-            part, leaf = key.removeprefix("rpn.head.").rsplit(".", 1)
-            name = f"proposal_generator.rpn_head.{rpn[part]}.{leaf}"
-        elif key.startswith("roi_heads.box_predictor.cls_score."):
-            name, value = key, torch.cat([value[1:], value[:1]])
-        elif key.startswith("roi_heads.box_predictor.bbox_pred."):
-            name, value = key, value[4:]
-        else:
-            raise AssertionError(f"unexpected key {key}")
-        out[name] = value.numpy()
-    return out
-
-
-def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """Statistics that change the output if a norm is mapped to the wrong place, yet keep ~100 layers sane."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)):
-                c = module.weight.shape[0]
-                module.running_mean.copy_(torch.randn(c, generator=generator) * 0.1)
-                module.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-                module.weight.copy_((torch.rand(c, generator=generator) + 0.5) * 0.5)
-                module.bias.copy_(torch.randn(c, generator=generator) * 0.1)
 
 
 def resnet_trunk(model: resnet.ResNet, image: torch.Tensor) -> torch.Tensor:
@@ -181,37 +112,6 @@ def test_rgb_01_images_reach_a_bgr_255_trunk_exactly_as_detectron2_feeds_it():
 # --- MSRA caffe2 ImageNet files ----------------------------------------------------------------------
 
 
-def write_msra_file(model: resnet.ResNet, path: Path, wrap_in_blobs: bool = False) -> None:
-    """``model`` (which takes BGR input) as detectron2's ``ImageNetPretrained/MSRA/R-50.pkl``: caffe2 blob
-    names, norm as scale and bias only, the 1000-class classifier and solver blobs beside, a protocol-2 pickle."""
-    blobs = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("fc.") or key.endswith(("running_mean", "running_var", "num_batches_tracked")):
-            continue
-        blobs[caffe2_blob(detectron2_resnet_key(key))] = value.numpy()
-    blobs["pred_w"], blobs["pred_b"] = model.fc.weight.detach().numpy(), model.fc.bias.detach().numpy()
-    blobs["conv1_w_momentum"] = np.zeros_like(blobs["conv1_w"])
-    with open(path, "wb") as file:
-        pickle.dump({"blobs": blobs} if wrap_in_blobs else blobs, file, protocol=2)
-
-
-@pytest.fixture(scope="module")
-def msra_resnet50(tmp_path_factory):
-    """A random ResNet-50 trained 'as MSRA' (stride in the 1x1, norms with mean 0 / variance 1) and its
-    caffe2 file."""
-    torch.manual_seed(1)
-    model = resnet.resnet50(weights=None).eval()
-    for stage in (model.layer2, model.layer3, model.layer4):
-        stage[0].conv1.stride, stage[0].conv2.stride = (2, 2), (1, 1)
-    randomize_frozen_bn(model, seed=1)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.zero_(), module.running_var.fill_(1.0)
-    path = tmp_path_factory.mktemp("msra") / "R-50.pkl"
-    write_msra_file(model, path)
-    return model, path
-
-
 @pytest.mark.parametrize("wrap_in_blobs", [False, True])
 def test_msra_caffe2_file_loads_with_its_conventions(msra_resnet50, tmp_path, wrap_in_blobs):
     reference, path = msra_resnet50
@@ -278,48 +178,6 @@ def test_depth_is_found_from_the_res4_blocks():
         detectron2_depth(fake_detectron2_keys(10), "odd")
     with pytest.raises(ConversionError, match="FPN"):
         detectron2_depth(fake_detectron2_keys(6, ("backbone.bottom_up.stem.conv1.weight",)), "fpn")
-
-
-@pytest.fixture(scope="module")
-def detectron2_r101(tmp_path_factory):
-    """A random R101-C4 of this toolkit (detectron2's config, 80 classes, non-trivial frozen BN, a box
-    predictor that scores some boxes above 0.05), its detections on the round-trip image, and the same
-    weights in detectron2's two file formats."""
-    torch.manual_seed(0)
-    config = detectron2_c4_config(101)
-    model = detector_from_config(config.model, 81, backbone_weights=False).eval()
-    model.transform.min_size, model.transform.max_size = (320,), 500  # test images are not resized: faster
-    randomize_frozen_bn(model)
-    spread_scores(model, round_trip_image())
-    folder = tmp_path_factory.mktemp("detectron2")
-    layout = to_detectron2_layout(model.state_dict())
-    with open(folder / "model_final.pkl", "wb") as file:
-        pickle.dump({"model": layout, "__author__": "Detectron2 Model Zoo"}, file)
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in layout.items()}, "iteration": 89999}, folder / "model.pth")
-    with torch.no_grad():
-        detections = model([round_trip_image()])[0]
-    return detections, folder
-
-
-def round_trip_image() -> torch.Tensor:
-    return torch.rand(3, 320, 500, generator=torch.Generator().manual_seed(0))
-
-
-@torch.no_grad()
-def spread_scores(model: torch.nn.Module, image: torch.Tensor) -> None:
-    """Random weights give RoI features that differ little from each other and objectness logits near 0:
-    scale the RPN's logits, and make the class scores a random function of each feature's deviation from
-    the mean, so that many RoIs score above 0.05 for various classes."""
-    model.rpn.head.cls_logits.weight.mul_(30.0)
-    features = model.backbone(model.transform([image])[0].tensors)
-    generator = torch.Generator().manual_seed(0)
-    corners = torch.rand(32, 2, generator=generator) * torch.tensor([400.0, 240.0])
-    boxes = torch.cat([corners, corners + 16 + 80 * torch.rand(32, 2, generator=generator)], dim=1)
-    pooled = model.roi_heads.box_head(model.roi_heads.box_roi_pool({"0": features}, [boxes], None))
-    cls_score = model.roi_heads.box_predictor.cls_score
-    weight = 2.0 * torch.randn(cls_score.weight.shape, generator=generator) / (pooled.std(0) + 1e-2)
-    cls_score.weight.copy_(weight / pooled.shape[1] ** 0.5)
-    cls_score.bias.copy_(-cls_score.weight @ pooled.mean(0))
 
 
 def test_class_rows_are_moved_and_background_deltas_added(detectron2_r101, tmp_path):

@@ -3,6 +3,7 @@
     python tools/eval_det.py --checkpoint output/shapes/model_final.pth --dataset shapes
     python tools/eval_det.py --checkpoint model.pth --dataset voc --data-root datasets/VOCdevkit --split 2007_test
     python tools/eval_det.py --checkpoint output/widgets/model_final.pth     # your own data, as trained
+    python tools/eval_det.py --weights COCO_DETECTRON2_3X --dataset coco     # detectron2's R101-C4 on val2017
 
 Writes the results (COCO results json or devkit files), metrics.json, evaluation.json (what was evaluated,
 for tools/compare.py) and the figures (precision/recall curves, per-class AP, COCO error analysis) to
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from detection.cli import (
     add_device_argument,
+    add_model_arguments,
     add_precision_argument,
     prepare_output_dir,
     resolve_device,
@@ -29,7 +31,7 @@ from detection.errors import ConfigError
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = tool_parser(__doc__)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint written by tools/train_det.py")
+    add_model_arguments(parser)
     parser.add_argument(
         "--dataset", choices=list_datasets(), help="a registered dataset (default: the checkpoint's own dataset)"
     )
@@ -37,7 +39,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data-root", help="the dataset's root folder (default: the checkpoint's, then $DETECTION_DATASETS)"
     )
     parser.add_argument("--split", help="split to evaluate (default: the config's test split)")
-    parser.add_argument("--output-dir", help="default: <checkpoint folder>/eval_<dataset>_<split>")
+    parser.add_argument(
+        "--output-dir", help="default: <checkpoint folder>/eval_<dataset>_<split> (--weights: output/<weights>/...)"
+    )
     parser.add_argument("--metric", choices=("coco", "voc"), help="default: the dataset's (voc for VOC formats)")
     parser.add_argument("--coco-backend", choices=("pycocotools", "faster"), help="'faster' needs faster-coco-eval")
     parser.add_argument("--voc-method", choices=("11point", "area"), help="VOC2007 11-point (default) or VOC2010+ area")
@@ -57,19 +61,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
-    from detection.checkpoint import checkpoint_config, detector_from_checkpoint, load_checkpoint
+    from detection.checkpoint import checkpoint_config, detector_from_checkpoint
     from detection.evaluation.pipeline import build_evaluation_dataset, evaluate_model
     from detection.evaluation.records import save_evaluation
+    from detection.modeling.weights import trained_checkpoint
     from detection.precision import resolve_precision
 
-    checkpoint = load_checkpoint(args.checkpoint)
-    config = _with_arguments(checkpoint_config(checkpoint, args.checkpoint), args)
+    checkpoint, source = trained_checkpoint(args.weights or args.checkpoint)
+    config = _with_arguments(checkpoint_config(checkpoint, source), args)
     split = args.split or config.data.test_split
-    output_dir = Path(args.output_dir or Path(args.checkpoint).parent / f"eval_{config.data.dataset}_{split}")
+    # Named weights have no folder of their own: output/<their full name>
+    folder = Path(source).parent if Path(source).is_file() else Path("output") / source.replace(".", "_")
+    output_dir = Path(args.output_dir or folder / f"eval_{config.data.dataset}_{split}")
     prepare_output_dir(output_dir, "--output-dir")
     precision = resolve_precision(config.test.precision, device, "--precision" if args.precision else "test.precision")
     dataset = build_evaluation_dataset(config, split)
-    loaded = detector_from_checkpoint(checkpoint, args.checkpoint, device=device, class_names=dataset.class_names)
+    loaded = detector_from_checkpoint(checkpoint, source, device=device, class_names=dataset.class_names)
     print(f"inference in {precision.describe()}")
     metrics = evaluate_model(
         loaded.model,
@@ -86,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config,
         split,
         images=len(dataset),
-        checkpoint=args.checkpoint,
+        checkpoint=source,
         iteration=loaded.iteration,
         precision=precision.name,
     )

@@ -7,6 +7,8 @@
         data.train_json=my_data/train.json data.test_json=my_data/val.json data.train_images=my_data/images \
         data.test_images=my_data/images
     torchrun --standalone --nproc_per_node 8 tools/train_det.py --backbone resnet101 --dataset coco
+    python tools/train_det.py --config configs/voc/resnet50_c4_detectron2.yaml --weights COCO_DETECTRON2_3X \
+        --opts model.backbone=resnet101 model.weights=null      # fine-tune detectron2's COCO R101-C4 on VOC
 
 A new run refuses an output folder that holds one: continue it with --resume, or start over with
 --overwrite. --resume continues the run with the config stored in its checkpoint (not a recipe: --config,
@@ -48,7 +50,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "config.yaml, log.txt, metrics.json, event files, inference/); other files are kept",
     )  # fmt: skip
     parser.add_argument(
-        "--weights", metavar="PATH", help="initialise the model from a checkpoint (no optimizer state): fine-tuning"
+        "--weights",
+        metavar="PATH|NAME",
+        help="initialise the model from a checkpoint (no optimizer state), or from detectron2's trained detectors "
+        "by name (COCO_DETECTRON2_3X, ...: docs/detectron2.md): fine-tuning; a box predictor for other classes is "
+        "replaced",
     )
     parser.add_argument("--eval-only", action="store_true", help="evaluate the --weights or --resume model and exit")
     return parser.parse_args(argv)

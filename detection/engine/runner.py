@@ -36,6 +36,7 @@ from ..errors import CheckpointError, ConfigError, UserError
 from ..evaluation.pipeline import build_evaluation_dataset
 from ..logs import LOG_FILE_ONLY, setup_logging
 from ..modeling.factory import architecture_differences, detector_from_config, resolve_model_config
+from ..modeling.weights import trained_checkpoint
 from .events import EventWriter
 from .hooks import BestCheckpointer, EvalHook, HookBase, PeriodicCheckpointer, PeriodicLogger
 from .lr_schedule import build_lr_scheduler
@@ -64,8 +65,9 @@ class RunOptions:
     Attributes:
         resume: a checkpoint path, ``"auto"`` (the newest in the output folder) or None. The config
             must be the checkpoint's, with only the changes :mod:`detection.engine.resume` allows.
-        weights: a checkpoint whose model initialises this one (no optimizer state, no iteration);
-            box predictor weights of another class count are skipped.
+        weights: a checkpoint whose model initialises this one (no optimizer state, no iteration), or named
+            weights (:func:`detection.modeling.weights.trained_checkpoint`); box predictor weights of another
+            class count are skipped.
         eval_only: evaluate the ``resume`` or ``weights`` model and exit.
         overwrite: start a new run in an output folder that holds one, deleting that run's files.
     """
@@ -198,8 +200,11 @@ def _train_or_evaluate(
     rank, world_size = get_rank(), get_world_size()
     batch_per_process = images_per_process(config.solver, world_size)
     resume_path = resume.path if resume else None
-    weights_path = resume_path if options.eval_only and resume_path else options.weights
-    weights = load_checkpoint(weights_path) if weights_path else None
+    weights, weights_source = None, None
+    if options.eval_only and resume_path:
+        weights, weights_source = load_checkpoint(resume_path), resume_path
+    elif options.weights:
+        weights, weights_source = trained_checkpoint(options.weights)
     seed_everything(config.seed + rank)
 
     test_set = build_evaluation_dataset(config)
@@ -207,7 +212,7 @@ def _train_or_evaluate(
     train_set = None if options.eval_only else _training_dataset(config, class_names)
     model = detector_from_config(config.model, len(class_names) + 1)
     if weights is not None:
-        _load_weights(model, config, weights, weights_path, class_names, fine_tune=not options.eval_only)
+        _load_weights(model, config, weights, weights_source, class_names, fine_tune=not options.eval_only)
     model.to(device)
     if config.solver.channels_last:
         model.to(memory_format=torch.channels_last)

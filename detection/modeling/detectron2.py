@@ -57,6 +57,12 @@ COCO_CLASSES = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
     "hair drier", "toothbrush",
 )  # fmt: skip
+# The 20 PASCAL VOC classes in the order of detectron2's VOC models (its pascal_voc.py CLASS_NAMES), which is
+# this toolkit's VOC order too (detection.data.voc.VOC_CLASSES).
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
 
 
 class ConversionError(CheckpointError):
@@ -183,20 +189,22 @@ def convert_detectron2_checkpoint(path: str | os.PathLike, num_classes: int | No
     return ConvertedModel(state_dict, detectron2_c4_config(depth), depth, iteration)
 
 
-def detectron2_c4_config(depth: int) -> Config:
+def detectron2_c4_config(depth: int, recipe: str | os.PathLike = DETECTRON2_C4_CONFIG) -> Config:
     """detectron2's C4 recipe (``configs/coco/resnet101_3x_detectron2.yaml``: stride in the 1x1 convs,
-    FrozenBN, MSRA input normalisation) for ResNet-``depth``, with no weights file."""
-    return load_config(os.fspath(DETECTRON2_C4_CONFIG), [f"model.backbone=resnet{depth}", "model.weights=null"])
+    FrozenBN, MSRA input normalisation) for ResNet-``depth``, with no weights file.
+
+    Args:
+        recipe: a shipped config built on that one, for a model trained on other data (the VOC model's
+            ``configs/voc/resnet50_c4_detectron2.yaml``: its dataset and evaluation, the same network).
+    """
+    return load_config(os.fspath(recipe), [f"model.backbone=resnet{depth}", "model.weights=null"])
 
 
-def write_converted_checkpoint(
-    source: str | os.PathLike,
-    output: str | os.PathLike,
-    class_names: Sequence[str] | None = None,
-    num_classes: int | None = None,
-) -> "ConversionSummary":
-    """Converts ``source`` and saves it as a checkpoint of this toolkit at ``output``, after loading it
-    strictly into the detector its config builds (so every key is known to fit).
+def converted_checkpoint(
+    source: str | os.PathLike, class_names: Sequence[str] | None = None, num_classes: int | None = None
+) -> tuple[dict, ConversionSummary]:
+    """Converts ``source`` to a checkpoint of this toolkit (what :func:`~detection.checkpoint.save_checkpoint`
+    writes), after loading it strictly into the detector its config builds (so every key is known to fit).
 
     Args:
         class_names: the K foreground names in the model's class order; default: COCO's 80 names when
@@ -204,7 +212,7 @@ def write_converted_checkpoint(
         num_classes: K, checked against the file.
 
     Returns:
-        What was written.
+        The checkpoint (``model``, ``config``, ``class_names``, ``iteration``) and what it holds.
     """
     converted = convert_detectron2_checkpoint(source, num_classes)
     k = detectron2_num_classes(converted.state_dict, os.fspath(source))
@@ -221,9 +229,21 @@ def write_converted_checkpoint(
         "class_names": names,
         "iteration": converted.iteration,
     }
-    save_checkpoint(output, checkpoint)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    return ConversionSummary(converted.depth, names, converted.iteration, parameters)
+    return checkpoint, ConversionSummary(converted.depth, names, converted.iteration, parameters)
+
+
+def write_converted_checkpoint(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    num_classes: int | None = None,
+) -> ConversionSummary:
+    """Converts ``source`` (:func:`converted_checkpoint`) and saves it as a checkpoint of this toolkit at
+    ``output``; returns what was written."""
+    checkpoint, summary = converted_checkpoint(source, class_names, num_classes)
+    save_checkpoint(output, checkpoint)
+    return summary
 
 
 def _convert_entry(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from backbones.weights import is_msra_file
 from ..config import ModelConfig
 from ..errors import ConfigError
 from .detector import DetectorOptions, build_detector
+from .msra import is_msra, msra_file, msra_weights
 
 
 def detector_from_config(cfg: ModelConfig, num_classes: int, *, backbone_weights: bool = True) -> FasterRCNN:
@@ -26,12 +27,12 @@ def detector_from_config(cfg: ModelConfig, num_classes: int, *, backbone_weights
             f"model.backbone: unknown backbone {cfg.backbone!r}; registered backbones: {', '.join(list_backbones())}"
         )
     backbone_kwargs = dict(cfg.backbone_kwargs)
-    if backbone_weights and cfg.weights is not None:
-        backbone_kwargs["weights"] = cfg.weights
     if cfg.trainable_layers is not None:
         backbone_kwargs["trainable_layers"] = cfg.trainable_layers
     options = {f.name: getattr(cfg, f.name) for f in fields(DetectorOptions)}
     try:
+        if backbone_weights and cfg.weights is not None:
+            backbone_kwargs["weights"] = msra_file(cfg.backbone) if is_msra(cfg.weights) else cfg.weights
         return build_detector(cfg.backbone, num_classes, backbone_kwargs=backbone_kwargs, **options)
     except (TypeError, ValueError) as error:  # bad weights file, option values or builder arguments
         raise ConfigError(f"model ({cfg.backbone}): {error}") from None
@@ -41,10 +42,16 @@ def resolve_model_config(cfg: ModelConfig) -> ModelConfig:
     """``cfg`` with what its backbone weights imply written out, so that the config alone rebuilds the
     architecture (checkpoints store it and rebuild without the weights file).
 
-    MSRA caffe2 weights (``R-50.pkl``, ``R-101.pkl``) imply ``backbone_kwargs.stride_in_1x1: true`` and
-    their input convention (``image_mean``, ``image_std``, ``pixel_scale``, ``channel_order``, unless set).
+    MSRA caffe2 weights (``msra``: downloaded by name, or a file such as ``R-50.pkl``, ``R-101.pkl``) imply
+    ``backbone_kwargs.stride_in_1x1: true`` and their input convention (``image_mean``, ``image_std``,
+    ``pixel_scale``, ``channel_order``, unless set).
     """
-    if not is_msra_file(cfg.weights):
+    if is_msra(cfg.weights):
+        try:
+            msra_weights(cfg.backbone)
+        except ValueError as error:
+            raise ConfigError(f"model.weights: {cfg.weights}: {error}") from None
+    elif not is_msra_file(cfg.weights):
         return cfg
     if cfg.backbone_kwargs.get("stride_in_1x1") is False:
         raise ConfigError(f"model.backbone_kwargs.stride_in_1x1: false, but {cfg.weights} (MSRA) needs true")
