@@ -16,6 +16,7 @@ from training_helpers import TRAIN_TOOL, folder_contents, model_tensors, run_too
 
 from detection.data.build import build_train_loader, dataset_from_config
 from detection.engine import NonFiniteLossError, RunOptions, run_training
+from detection.engine.resume import resumed_config
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +134,20 @@ def run_copy(trained_run, tmp_path) -> Path:
 
 def resume_command(output: Path, *tool_args: str) -> list[str]:
     return [sys.executable, str(TRAIN_TOOL), "--resume", *tool_args, "--output-dir", str(output)]
+
+
+def test_eval_only_resume_replaces_the_evaluation_of_the_checkpoint_s_iteration(run_copy):
+    def evaluations_at_2() -> list[dict]:
+        lines = [json.loads(line) for line in (run_copy / "metrics.json").read_text().splitlines()]
+        return [line for line in lines if line["iteration"] == 2 and any(key.startswith("eval/") for key in line)]
+
+    assert len(evaluations_at_2()) == 1  # the run's own, after its last iteration
+    final = str(run_copy / "model_final.pth")
+    config = resumed_config(final, [f"output_dir={run_copy}", "test.vis_images=0"])
+    assert run_training(config, RunOptions(resume=final, eval_only=True)) == 0
+    assert len(evaluations_at_2()) == 1
+    lines = (run_copy / "metrics.json").read_text().splitlines()
+    assert any("loss/total" in line for line in lines)  # training's own lines stay
 
 
 def test_resume_continues_the_run_as_it_was_configured(run_copy):

@@ -170,6 +170,19 @@ def test_a_resume_drops_what_the_run_wrote_after_the_saved_iteration(tmp_path):
     assert [(event.step, event.value) for event in events.Scalars("loss")] == [(1, 1), (2, 2), (3, 3), (4, 14), (5, 15)]
 
 
+def test_an_evaluation_again_replaces_the_one_of_its_iteration_when_written(tmp_path):
+    writer = EventWriter(str(tmp_path))
+    writer.write_scalars({"loss": 1.0}, 2)
+    writer.write_scalars({"eval/AP": 0.5}, 2)
+    writer.close()
+    EventWriter(str(tmp_path), rewriting_at=2).close()  # an evaluation that failed: the earlier one stays
+    assert metrics_lines(tmp_path) == [{"iteration": 2, "loss": 1.0}, {"iteration": 2, "eval/AP": 0.5}]
+    writer = EventWriter(str(tmp_path), rewriting_at=2)
+    writer.write_scalars({"eval/AP": 0.7}, 2)
+    writer.close()
+    assert metrics_lines(tmp_path) == [{"iteration": 2, "loss": 1.0}, {"iteration": 2, "eval/AP": 0.7}]
+
+
 def test_an_error_that_ends_a_start_is_the_last_line_of_log_txt(tmp_path):
     missing = tmp_path / "no_coco_here"
     config = tiny_config(tmp_path, tmp_path / "run", "data.dataset=coco", f"data.root={missing}")

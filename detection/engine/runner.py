@@ -266,8 +266,8 @@ def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) 
     about to begin: a start that fails earlier changes none of the run's records.
 
     Args:
-        evaluating: ``--eval-only``: a resumed run's own config and metrics stay as they are (the
-            evaluation is added to them).
+        evaluating: ``--eval-only``: a resumed run's own config stays as it is, and its metrics too but for the
+            evaluation of the checkpoint's iteration, which the new one replaces.
     """
     if is_main_process() and not (evaluating and resume):
         kept = write_run_config(config, config.output_dir, resume.iteration if resume else None)
@@ -275,7 +275,10 @@ def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) 
             logger.info(f"resume: {CONFIG_FILE} updated; the config it replaces is kept as {kept}")
         logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}")
     continued = resume.iteration if resume and not evaluating else None
-    writer = EventWriter(config.output_dir, enabled=is_main_process(), resumed_at=continued)
+    evaluated_again = resume.iteration if resume and evaluating else None
+    writer = EventWriter(
+        config.output_dir, enabled=is_main_process(), resumed_at=continued, rewriting_at=evaluated_again
+    )
     if writer.dropped:
         logger.info(
             f"resume: dropped {writer.dropped} line(s) of metrics.json after iteration {continued} (from the run's "
