@@ -249,3 +249,38 @@ def test_an_unreadable_image_saves_the_state_before_it_and_resume_is_exact(
     result = run_tool(resume_command(output))
     assert result.returncode == 0, result.stderr
     assert_same_tensors(model_tensors(output / "model_final.pth"), model_tensors(straight_run / "model_final.pth"))
+
+
+def test_an_evaluation_that_fails_at_the_last_iteration_keeps_the_training_and_resume_finishes_it(
+    shapes_root, straight_run, tmp_path
+):
+    root = Path(shutil.copytree(shapes_root, tmp_path / "data"))
+    config = tiny_config(root, tmp_path)
+    image = Path(dataset_from_config(config.data, config.data.test_split, train=False).get_annotation(0)["file_name"])
+    good = image.read_bytes()
+    image.write_bytes(good[:200])  # passes the up-front checks, fails to decode in the evaluation after iteration 4
+    output = tmp_path / "run"
+    result = run_tool(train_command(root, output, *ACCUMULATING))
+
+    checkpoint = output / "model_0000004.pth"
+    assert_one_line_error(
+        result,
+        f"EvalHook failed after iteration 4: {image}: not a decodable image",
+        f"saved the state after iteration 4 to {checkpoint}",
+        "continue with --resume, which first runs what iteration 4 had left (EvalHook, BestCheckpointer, "
+        "PeriodicCheckpointer)",
+    )
+    assert (output / "log.txt").read_text().splitlines()[-1].endswith(result.stderr.strip())
+    assert not (output / "model_final.pth").exists()
+    assert_same_tensors(model_tensors(checkpoint), model_tensors(straight_run / "model_final.pth"))
+
+    image.write_bytes(good)
+    result = run_tool(resume_command(output))
+    assert result.returncode == 0, result.stderr
+    assert "finishing the work after iteration 4 that had not finished" in result.stdout
+    final, best = (torch.load(output / name, weights_only=True) for name in ("model_final.pth", "model_best.pth"))
+    assert_same_tensors(final["model"], model_tensors(straight_run / "model_final.pth"))
+    assert final["iteration"] == 4 and final["unfinished_hooks"] == []
+    assert final["best"] == best["best"] == torch.load(straight_run / "model_final.pth", weights_only=True)["best"]
+    evaluations = [line for line in (output / "metrics.json").read_text().splitlines() if "eval/bbox/AP" in line]
+    assert len(evaluations) == 1 and json.loads(evaluations[0])["iteration"] == 4

@@ -83,6 +83,8 @@ class PeriodicLogger(HookBase):
         self.meter = TrainingMeter(self.trainer.max_iter, self.period)
 
     def after_step(self) -> None:
+        if not self.trainer.step_stats:
+            return  # no step ran: a resume finishing the work of the iteration it saved
         self.meter.update(self.trainer.step_stats)
         iteration = self.trainer.iteration
         if iteration % self.period == 0 or iteration == self.trainer.max_iter:

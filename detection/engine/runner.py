@@ -99,6 +99,7 @@ def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks
             change the run; an output folder that holds a run (without ``options.overwrite``).
         NonFiniteLossError: training diverged (the last good state is saved).
         TrainingDataError: an image could not be read (the state before it is saved).
+        HookError: a hook's work after an iteration failed, such as an evaluation (the state after it is saved).
     """
     if options.eval_only and not (options.resume or options.weights):
         raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
@@ -231,7 +232,7 @@ def _train_or_evaluate(
     if resume_path:
         state = checkpointer.resume(resume_path, rank)
         logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
-    if state.iteration >= config.solver.max_iter:
+    if state.iteration >= config.solver.max_iter and not state.unfinished_hooks:
         logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
         return 0
     if resume_path and state.rng is None:
