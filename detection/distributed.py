@@ -76,6 +76,23 @@ def _cpu_group() -> Any:
     return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
 
 
+class OtherProcessError(RuntimeError):
+    """Raised by :func:`raise_together` on the processes that did not fail; the message names the one that did."""
+
+
+def raise_together(error: Exception | None) -> None:
+    """Every process calls it at the same point after work that may fail on some of them: where any failed,
+    each raises (its own error, or :class:`OtherProcessError` with the first failure's message), so that no
+    process waits in a later collective for one that left."""
+    if not any_process(error is not None):
+        return
+    messages = all_gather_object(None if error is None else str(error) or type(error).__name__)
+    if error is not None:
+        raise error
+    rank, message = next((rank, text) for rank, text in enumerate(messages) if text is not None)
+    raise OtherProcessError(f"on process {rank}: {message}")
+
+
 def all_gather_object(value: Any) -> list[Any]:
     """``[value of rank 0, value of rank 1, ...]`` on every process."""
     if not is_distributed():

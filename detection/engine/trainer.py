@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import capture_rng_state, restore_rng_state
 from ..config import SolverConfig
-from ..distributed import all_gather_object, all_reduce_mean, any_process
+from ..distributed import OtherProcessError, all_gather_object, all_reduce_mean, any_process
 from ..errors import UserError, first_line
 from ..logs import LOG_FILE_ONLY
 from .hooks import HookBase
@@ -203,7 +203,7 @@ class Trainer:
         """Saves the state after this iteration with ``unfinished`` recorded and raises :class:`HookError`."""
         failed, iteration = type(unfinished[0]).__name__, self.state.iteration
         description = None  # this process's error, if it had one: a user's mistake as it says, a bug in brief
-        if isinstance(error, UserError):
+        if isinstance(error, UserError | OtherProcessError):
             description = str(error)
         elif error is not None:
             logger.error(f"{failed} failed:", exc_info=error, extra=LOG_FILE_ONLY)  # the traceback, in log.txt
