@@ -46,16 +46,25 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str:
         if not os.path.isfile(resume):
             raise CheckpointError(f"--resume: checkpoint not found: {resume}")
         return resume
-    pointer = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
-    if not os.path.isfile(pointer):
+    path = newest_checkpoint(output_dir)
+    if path is None:
         raise CheckpointError(
             f"--resume: no checkpoint to resume in {output_dir} (no {LAST_CHECKPOINT_FILE} file); "
             "pass a path, or start without --resume"
         )
+    return path
+
+
+def newest_checkpoint(output_dir: str) -> str | None:
+    """The checkpoint ``last_checkpoint`` names in ``output_dir`` (None without that file): the newest one written
+    whole, since the pointer changes only once its checkpoint is in place."""
+    pointer = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
+    if not os.path.isfile(pointer):
+        return None
     with open(pointer, encoding="utf-8") as file:
         path = os.path.join(output_dir, file.read().strip())
     if not os.path.isfile(path):
-        raise CheckpointError(f"--resume: {pointer} names {path}, which does not exist")
+        raise CheckpointError(f"{pointer} names {path}, which does not exist")
     return path
 
 
