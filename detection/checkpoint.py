@@ -6,6 +6,8 @@ A checkpoint is a dict saved with ``torch.save``:
   ``class_names``: the K foreground names (label k is ``class_names[k - 1]``);
 - ``iteration``: iterations completed; ``optimizer``, ``scheduler``, ``scaler``: state dicts or None;
 - ``best``: the best evaluation so far, ``{"name", "value", "iteration"}``, or None;
+- ``unfinished_hooks``: the training hooks whose work after ``iteration`` had not finished (one failed, such
+  as an evaluation): ``--resume`` runs them first; empty otherwise (absent before it was added);
 - ``rng``: see :func:`capture_rng_state`;
 - ``format_version``: 2 since the RPN anchors follow detectron2 (size-major, unrounded); a format-1
   model's RPN rows are in torchvision's order and are refused.
@@ -28,7 +30,7 @@ from backbones.weights import compare_state_dicts
 
 from . import files
 from .config import Config, config_from_dict
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, first_line
 from .files import replacing
 from .modeling.factory import detector_from_config
 
@@ -86,7 +88,7 @@ def load_checkpoint(path: PathLike, *, mmap: bool = False) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(error)})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(error)})") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "config" not in checkpoint:
         raise CheckpointError(f"{path}: not a checkpoint of this toolkit (expected the keys 'model' and 'config')")
     if checkpoint.get("format_version", 1) < FORMAT_VERSION:
@@ -95,12 +97,6 @@ def load_checkpoint(path: PathLike, *, mmap: bool = False) -> dict[str, Any]:
             "detectron2's order; its RPN would score the wrong anchors: retrain, or use the release that wrote it"
         )
     return checkpoint
-
-
-def _first_line(error: BaseException) -> str:
-    """``"<type>: <first line of the message>"``, or the type alone for an empty message."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def capture_rng_state() -> dict[str, Any]:

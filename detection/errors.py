@@ -23,3 +23,10 @@ class WeightsError(UserError):
 
 class DownloadError(WeightsError):
     """A weights file could not be downloaded; the message names the URL and where to put the file by hand."""
+
+
+def first_line(error: BaseException) -> str:
+    """``"<type>: <first line of the message>"``, or the type alone for an empty message: an error that is not
+    the user's, in a one-line report."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

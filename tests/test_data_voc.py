@@ -1,10 +1,14 @@
 """VOCDetection: devkit layout, the 1-based pixel convention, difficult flags, parts, errors."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
 
 from detection.data import VOC_CLASSES, DatasetError, DatasetWarning, VOCDetection, build_dataset, parse_voc_split
+from detection.evaluation import evaluate_predictions
+from detection.modeling.outputs import Detections
 
 HEIGHT, WIDTH = 20, 30
 
@@ -15,14 +19,16 @@ def voc_object(name, box, difficult=None, extra=""):
     return f"<object><name>{name}</name><truncated>1</truncated>{flag}<bndbox>{tags}</bndbox>{extra}</object>"
 
 
-def write_voc(devkit, year, split, images):
-    """``images``: ``{image_name: [object xml, ...]}``; writes XMLs, 20x30 JPEGs and the split file."""
+def write_voc(devkit, year, split, images, filenames=None):
+    """``images``: ``{image_name: [object xml, ...]}``; writes XMLs, 20x30 JPEGs and the split file.
+
+    ``filenames``: ``{image_name: <filename> of its XML}`` where it is not ``<image_name>.jpg``."""
     folder = devkit / f"VOC{year}"
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     for name, objects in images.items():
         xml = (
-            f"<annotation><filename>{name}.jpg</filename>"
+            f"<annotation><filename>{(filenames or {}).get(name, f'{name}.jpg')}</filename>"
             f"<size><width>{WIDTH}</width><height>{HEIGHT}</height><depth>3</depth></size>"
             f"{''.join(objects)}</annotation>"
         )
@@ -172,3 +178,34 @@ def test_missing_devkit_is_one_helpful_line(tmp_path):
         DatasetError, match=r"VOC2007/ImageSets/Main/test.txt: VOC split file not found.*--dataset shapes"
     ):
         build_dataset("voc", "2007_test", root=tmp_path / "VOCdevkit", train=False)
+
+
+def test_the_image_is_the_devkit_id_s_whatever_the_xml_filename_says(tmp_path):
+    filenames = {"000001": "renamed_by_a_tool.jpg", "000002": "IMG_0007.jpg", "000003": "000003.jpg"}
+    folder = write_voc(
+        tmp_path, "2007", "test", {name: [voc_object("dog", (1, 1, 5, 5))] for name in filenames}, filenames
+    )
+    images = folder / "JPEGImages"
+    (images / "000002.jpg").rename(images / "IMG_0007.jpg")  # only <filename> finds it
+    (images / "000003.jpg").rename(images / "000003.png")  # the id with another extension
+    dataset = build_dataset("voc", "2007_test", root=tmp_path, train=False)  # checks that every image exists
+    files = [dataset.get_annotation(i)["file_name"] for i in range(3)]
+    assert files == [str(images / "000001.jpg"), str(images / "IMG_0007.jpg"), str(images / "000003.png")]
+    assert [dataset.image_name(i) for i in range(3)] == ["000001", "000002", "000003"]
+
+    box = np.array([[0.0, 0.0, 5.0, 5.0]], dtype=np.float32)
+    dog = np.array([VOC_CLASSES.index("dog") + 1])
+    predictions = {i: Detections(boxes=box, scores=np.array([0.9], dtype=np.float32), labels=dog) for i in range(3)}
+    evaluate_predictions(dataset, predictions, "voc", output_dir=tmp_path / "results")
+    lines = (tmp_path / "results" / "comp4_det_test_dog.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["000001", "000002", "000003"]  # the devkit's ids
+
+
+def test_a_folder_without_image_sets_takes_the_xml_stem_as_the_id(tmp_path):
+    write_voc(tmp_path, "2007", "test", {"a": [voc_object("dog", (1, 1, 5, 5))]}, {"a": "photo_of_a.jpg"})
+    folder = tmp_path / "VOC2007"
+    shutil.rmtree(folder / "ImageSets")
+    with pytest.warns(DatasetWarning, match="no ImageSets/Main"):
+        dataset = VOCDetection(folder, "test", layout="folder")
+    assert dataset.get_annotation(0)["file_name"] == str(folder / "JPEGImages" / "a.jpg")
+    assert dataset.image_name(0) == "a"

@@ -88,7 +88,7 @@ def test_voc_folder_without_image_sets_uses_every_xml_and_collects_its_classes(t
     assert "classes collected from" in caplog.text and "apple, banana, pear" in caplog.text
     assert len(dataset) == 3
     first = dataset.get_annotation(0)
-    assert first["file_name"] == str(folder / "JPEGImages" / "a.png")  # <filename>, not <id>.jpg
+    assert first["file_name"] == str(folder / "JPEGImages" / "a.png")  # <id> with the extension it has
     assert first["labels"].tolist() == [3, 1] and first["boxes"].tolist() == [[0, 0, 10, 10], [4, 4, 20, 20]]
     image, target = dataset[1]
     assert tuple(image.shape) == (3, 30, 40) and target["labels"].tolist() == [2]

@@ -1,5 +1,6 @@
 """The training loop's hooks: called in order around every iteration, and new work added without editing the loop."""
 
+import itertools
 import logging
 import math
 
@@ -9,9 +10,11 @@ from torch import nn
 from training_helpers import tiny_config
 
 from detection.config import Config, SolverConfig
+from detection.data.errors import ImageReadError
 from detection.engine import (
     Checkpointer,
     HookBase,
+    HookError,
     NonFiniteLossError,
     PeriodicCheckpointer,
     Trainer,
@@ -128,6 +131,64 @@ def test_after_train_runs_when_the_loss_diverges(tmp_path):
         trainer.train(batches(), TrainingState())
     assert calls[-1] == ("a", "after_train", 2)
     assert (tmp_path / "last_checkpoint").read_text().strip() == "model_0000002.pth"
+
+
+class UnreadableEvaluationImage(HookBase):
+    """Stands in for an evaluation that cannot read an image: fails after iteration ``failing_at``."""
+
+    def __init__(self, calls: list[tuple[str, str, int]], failing_at: int | None = None) -> None:
+        self.calls = calls
+        self.failing_at = failing_at
+
+    def after_step(self) -> None:
+        self.calls.append(("evaluation", "after_step", self.trainer.iteration))
+        if self.trainer.iteration == self.failing_at:
+            raise ImageReadError("not a decodable image", "val/000001.jpg")
+
+
+def test_a_failed_hook_saves_the_iteration_and_a_resume_finishes_its_work(tmp_path, log_messages):
+    straight = make_trainer(tmp_path / "straight", [PeriodicCheckpointer(2)])
+    assert straight.train(batches(), TrainingState()) == 0
+
+    def hooks(calls, failing_at=None):
+        return [
+            Recorder("before", calls),
+            UnreadableEvaluationImage(calls, failing_at),
+            Recorder("after", calls),
+            PeriodicCheckpointer(2),
+        ]
+
+    calls = []
+    trainer = make_trainer(tmp_path / "run", hooks(calls, failing_at=3))
+    saved = tmp_path / "run" / "model_0000003.pth"
+    with pytest.raises(HookError) as error:
+        trainer.train(batches(), TrainingState())
+    assert str(error.value) == (
+        "UnreadableEvaluationImage failed after iteration 3: val/000001.jpg: not a decodable image; saved the state "
+        f"after iteration 3 to {saved}: fix that, then continue with --resume, which first runs what iteration 3 had "
+        "left (UnreadableEvaluationImage, Recorder, PeriodicCheckpointer)"
+    )
+    assert ("evaluation", "after_step", 3) in calls and ("after", "after_step", 3) not in calls
+    assert calls[-2:] == [("before", "after_train", 3), ("after", "after_train", 3)]
+    checkpoint = torch.load(saved, weights_only=True)
+    assert checkpoint["iteration"] == 3
+    assert checkpoint["unfinished_hooks"] == ["UnreadableEvaluationImage", "Recorder", "PeriodicCheckpointer"]
+    assert (tmp_path / "run" / "last_checkpoint").read_text().strip() == saved.name
+
+    calls = []
+    resumed = make_trainer(tmp_path / "run", hooks(calls))
+    state = resumed.checkpointer.resume(str(saved), rank=0)
+    assert resumed.train(itertools.islice(batches(), 3, None), state) == 0
+    after_steps = [call for call in calls if call[1] == "after_step"]
+    assert after_steps == [
+        ("evaluation", "after_step", 3),  # the work iteration 3 had left, once, "before" not again
+        ("after", "after_step", 3),
+        *[(name, "after_step", 4) for name in ("before", "evaluation", "after")],
+    ]
+    assert "finishing the work after iteration 3 that had not finished" in "\n".join(log_messages)
+    final = torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)
+    assert final["unfinished_hooks"] == []
+    assert torch.equal(final["model"]["weight"], straight.module.weight.detach())
 
 
 class EarlyStopOnMetric(HookBase):

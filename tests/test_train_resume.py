@@ -16,6 +16,7 @@ from training_helpers import TRAIN_TOOL, folder_contents, model_tensors, run_too
 
 from detection.data.build import build_train_loader, dataset_from_config
 from detection.engine import NonFiniteLossError, RunOptions, run_training
+from detection.engine.resume import resumed_config
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +136,20 @@ def resume_command(output: Path, *tool_args: str) -> list[str]:
     return [sys.executable, str(TRAIN_TOOL), "--resume", *tool_args, "--output-dir", str(output)]
 
 
+def test_eval_only_resume_replaces_the_evaluation_of_the_checkpoint_s_iteration(run_copy):
+    def evaluations_at_2() -> list[dict]:
+        lines = [json.loads(line) for line in (run_copy / "metrics.json").read_text().splitlines()]
+        return [line for line in lines if line["iteration"] == 2 and any(key.startswith("eval/") for key in line)]
+
+    assert len(evaluations_at_2()) == 1  # the run's own, after its last iteration
+    final = str(run_copy / "model_final.pth")
+    config = resumed_config(final, [f"output_dir={run_copy}", "test.vis_images=0"])
+    assert run_training(config, RunOptions(resume=final, eval_only=True)) == 0
+    assert len(evaluations_at_2()) == 1
+    lines = (run_copy / "metrics.json").read_text().splitlines()
+    assert any("loss/total" in line for line in lines)  # training's own lines stay
+
+
 def test_resume_continues_the_run_as_it_was_configured(run_copy):
     oldest = str(run_copy / "model_0000001.pth")
     result = run_tool(resume_command(run_copy, oldest, "--opts", "solver.max_iter=3"))
@@ -234,3 +249,38 @@ def test_an_unreadable_image_saves_the_state_before_it_and_resume_is_exact(
     result = run_tool(resume_command(output))
     assert result.returncode == 0, result.stderr
     assert_same_tensors(model_tensors(output / "model_final.pth"), model_tensors(straight_run / "model_final.pth"))
+
+
+def test_an_evaluation_that_fails_at_the_last_iteration_keeps_the_training_and_resume_finishes_it(
+    shapes_root, straight_run, tmp_path
+):
+    root = Path(shutil.copytree(shapes_root, tmp_path / "data"))
+    config = tiny_config(root, tmp_path)
+    image = Path(dataset_from_config(config.data, config.data.test_split, train=False).get_annotation(0)["file_name"])
+    good = image.read_bytes()
+    image.write_bytes(good[:200])  # passes the up-front checks, fails to decode in the evaluation after iteration 4
+    output = tmp_path / "run"
+    result = run_tool(train_command(root, output, *ACCUMULATING))
+
+    checkpoint = output / "model_0000004.pth"
+    assert_one_line_error(
+        result,
+        f"EvalHook failed after iteration 4: {image}: not a decodable image",
+        f"saved the state after iteration 4 to {checkpoint}",
+        "continue with --resume, which first runs what iteration 4 had left (EvalHook, BestCheckpointer, "
+        "PeriodicCheckpointer)",
+    )
+    assert (output / "log.txt").read_text().splitlines()[-1].endswith(result.stderr.strip())
+    assert not (output / "model_final.pth").exists()
+    assert_same_tensors(model_tensors(checkpoint), model_tensors(straight_run / "model_final.pth"))
+
+    image.write_bytes(good)
+    result = run_tool(resume_command(output))
+    assert result.returncode == 0, result.stderr
+    assert "finishing the work after iteration 4 that had not finished" in result.stdout
+    final, best = (torch.load(output / name, weights_only=True) for name in ("model_final.pth", "model_best.pth"))
+    assert_same_tensors(final["model"], model_tensors(straight_run / "model_final.pth"))
+    assert final["iteration"] == 4 and final["unfinished_hooks"] == []
+    assert final["best"] == best["best"] == torch.load(straight_run / "model_final.pth", weights_only=True)["best"]
+    evaluations = [line for line in (output / "metrics.json").read_text().splitlines() if "eval/bbox/AP" in line]
+    assert len(evaluations) == 1 and json.loads(evaluations[0])["iteration"] == 4

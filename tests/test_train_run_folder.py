@@ -1,5 +1,6 @@
 """Nothing in a run is silently changed or lost: what a resume may change, a run folder refused without
---overwrite, metrics.json and TensorBoard after a resume, and the error that ends a run in log.txt."""
+--overwrite, what a torchrun restart continues, metrics.json and TensorBoard after a resume, and the error that
+ends a run in log.txt."""
 
 import dataclasses
 import json
@@ -9,10 +10,11 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from training_helpers import folder_contents, tiny_config
 
-from detection.config import Config, SolverConfig
+from detection.checkpoint import save_checkpoint
+from detection.config import Config, SolverConfig, config_to_dict
 from detection.engine import RunOptions, run_training
 from detection.engine.events import METRICS_FILE, EventWriter
-from detection.engine.resume import resume_changes
+from detection.engine.resume import restart_checkpoint, resume_changes
 from detection.engine.run_folder import RunFolderError, claim_run_folder, write_run_config
 from detection.errors import CheckpointError, ConfigError, UserError
 from detection.logs import LOG_FILE
@@ -170,6 +172,19 @@ def test_a_resume_drops_what_the_run_wrote_after_the_saved_iteration(tmp_path):
     assert [(event.step, event.value) for event in events.Scalars("loss")] == [(1, 1), (2, 2), (3, 3), (4, 14), (5, 15)]
 
 
+def test_an_evaluation_again_replaces_the_one_of_its_iteration_when_written(tmp_path):
+    writer = EventWriter(str(tmp_path))
+    writer.write_scalars({"loss": 1.0}, 2)
+    writer.write_scalars({"eval/AP": 0.5}, 2)
+    writer.close()
+    EventWriter(str(tmp_path), rewriting_at=2).close()  # an evaluation that failed: the earlier one stays
+    assert metrics_lines(tmp_path) == [{"iteration": 2, "loss": 1.0}, {"iteration": 2, "eval/AP": 0.5}]
+    writer = EventWriter(str(tmp_path), rewriting_at=2)
+    writer.write_scalars({"eval/AP": 0.7}, 2)
+    writer.close()
+    assert metrics_lines(tmp_path) == [{"iteration": 2, "loss": 1.0}, {"iteration": 2, "eval/AP": 0.7}]
+
+
 def test_an_error_that_ends_a_start_is_the_last_line_of_log_txt(tmp_path):
     missing = tmp_path / "no_coco_here"
     config = tiny_config(tmp_path, tmp_path / "run", "data.dataset=coco", f"data.root={missing}")
@@ -186,3 +201,31 @@ def test_a_start_refused_before_it_begins_writes_no_log(shapes_root, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         run_training(tiny_config(shapes_root, tmp_path / "run"), RunOptions(resume="auto"))
     assert not (tmp_path / "run" / LOG_FILE).exists()
+
+
+def save_run_checkpoint(folder, name: str, config: Config) -> str:
+    """A checkpoint of ``config``'s run (its model does not matter here), made the newest."""
+    save_checkpoint(folder / name, {"model": {}, "config": config_to_dict(config), "iteration": 2})
+    (folder / "last_checkpoint").write_text(name + "\n")
+    return str(folder / name)
+
+
+def test_a_torchrun_restart_continues_its_own_run_s_newest_checkpoint_only(tmp_path):
+    config = dataclasses.replace(STORED, output_dir=str(tmp_path))
+    assert restart_checkpoint(config, resumed_from=None) is None  # an empty folder: a new run
+    (tmp_path / METRICS_FILE).write_text('{"iteration": 1, "loss": 1.0}\n')
+    write_run_config(config, str(tmp_path))
+    assert restart_checkpoint(config, resumed_from=None) is None  # this run, killed before its first checkpoint
+
+    newest = save_run_checkpoint(tmp_path, "model_0000002.pth", config)
+    assert restart_checkpoint(config, resumed_from=None) == newest
+    assert restart_checkpoint(config, resumed_from="older/model_0000001.pth") == newest  # saved since its --resume
+
+    other = changed(config, seed=7)
+    assert restart_checkpoint(other, resumed_from="older/model_0000001.pth") == "older/model_0000001.pth"
+    with pytest.raises(RunFolderError, match=f"torchrun restarted this run's processes, but {tmp_path} holds another"):
+        restart_checkpoint(other, resumed_from=None)
+    (tmp_path / "last_checkpoint").unlink()
+    (tmp_path / "model_0000002.pth").unlink()
+    with pytest.raises(RunFolderError, match="config.yaml of another config"):
+        restart_checkpoint(other, resumed_from=None)  # another run's metrics, no checkpoint

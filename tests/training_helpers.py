@@ -56,11 +56,19 @@ def train_command(root: Path, output_dir: Path, *extra: str, tool_args: Sequence
 
 
 def torchrun_command(
-    processes: int, script: Path, root: Path, output_dir: Path, *extra: str, tool_args: Sequence[str] = ()
+    processes: int,
+    script: Path,
+    root: Path,
+    output_dir: Path,
+    *extra: str,
+    tool_args: Sequence[str] = (),
+    restarts: int = 0,
 ) -> list[str]:
-    """``train_command`` under torchrun with ``processes`` local processes; ``script`` runs the training tool
-    (``TRAIN_TOOL`` or a launcher around it). ``--standalone``: a local rendezvous on a free port."""
+    """``train_command`` under torchrun with ``processes`` local processes, started again up to ``restarts`` times
+    when one fails; ``script`` runs the training tool (``TRAIN_TOOL`` or a launcher around it). ``--standalone``:
+    a local rendezvous on a free port."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    torchrun += ["--max-restarts", str(restarts)]
     return [*torchrun, str(script), *_tiny_training_arguments(root, output_dir, extra, tool_args)]
 
 

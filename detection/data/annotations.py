@@ -22,6 +22,8 @@ class ImageAnnotation:
         labels: ``int64 [M]`` in ``1..K``.
         difficult: ``bool [M]`` (VOC's ``difficult`` flag; always False for COCO).
         iscrowd: ``bool [M]`` (COCO's ``iscrowd``; always False for VOC).
+        image_name: VOC's image id (``"000005"``: the name in ``ImageSets/Main``, which the devkit's result
+            files use), whatever the image file is called; empty for COCO.
     """
 
     file_name: str
@@ -32,6 +34,7 @@ class ImageAnnotation:
     labels: np.ndarray
     difficult: np.ndarray
     iscrowd: np.ndarray
+    image_name: str = ""
 
     def __post_init__(self) -> None:
         for array in (self.boxes, self.labels, self.difficult, self.iscrowd):

@@ -10,7 +10,12 @@ import numpy as np
 
 from .errors import ImageReadError
 
-__all__ = ["missing_or_empty_files", "read_image"]
+__all__ = ["IMAGE_EXTENSIONS", "missing_or_empty_files", "read_image"]
+
+# The file name endings read as images (lower case): what a folder of images is searched for.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
+)
 
 _EXIF_ORIENTATION_TAG = 0x0112
 

@@ -16,6 +16,7 @@ from .annotations import ImageAnnotation, clip_boxes
 from .catalog import VOC_FOLDER_LAYOUT, VOC_LAYOUT
 from .dataset import BadImagePolicy, DetectionDataset
 from .errors import TRY_SHAPES, DatasetError, DatasetWarning
+from .images import IMAGE_EXTENSIONS
 from .transforms import DetectionAugmentation
 
 __all__ = ["VOCDetection", "VOC_CLASSES", "collect_voc_classes", "parse_voc_split"]
@@ -47,8 +48,12 @@ class VOCDetection(DetectionDataset):
     over pixel columns 1..10 (VOC) has ``x1 = 0, x2 = 10``. Coordinates are parsed as floats and
     clipped to the image, so a malformed ``xmin = 0`` gives 0, never an underflow. Only the
     top-level ``<object>`` elements are objects (``<part>`` sub-elements are ignored); a missing
-    ``<difficult>`` means 0; ``<truncated>`` is ignored. The image is ``JPEGImages/<filename>`` (the XML's
-    ``<filename>``, any extension), or ``JPEGImages/<id>.jpg`` without one. The XML files are parsed once, here.
+    ``<difficult>`` means 0; ``<truncated>`` is ignored. The XML files are parsed once, here.
+
+    The image id is the devkit's: the name listed in ``ImageSets/Main/<split>.txt`` (the folder layout
+    without ``ImageSets``: the XML file's stem). Its image is ``JPEGImages/<id>.jpg`` as in the devkit, else
+    ``<id>`` with another image extension, else the XML's ``<filename>`` (relabelled data often carries a stale
+    one, so it comes last); :meth:`image_name`, and so the result files, always give the id.
 
     Args:
         root: the ``VOCdevkit`` folder, or the VOC-format folder.
@@ -85,9 +90,10 @@ class VOCDetection(DetectionDataset):
             image_sets = [(self.root, _folder_image_ids(self.root, split))]
         else:
             raise ValueError(f"layout must be 'devkit' or 'folder', got {layout!r}")
-        annotations = [
-            _parse_xml(folder, name, class_to_label, layout) for folder, names in image_sets for name in names
-        ]
+        annotations = []
+        for folder, names in image_sets:
+            images = _ImageFolder(folder / "JPEGImages")
+            annotations += [_parse_xml(folder, name, class_to_label, layout, images) for name in names]
         super().__init__(
             annotations,
             classes,
@@ -99,8 +105,8 @@ class VOCDetection(DetectionDataset):
         self._annotations = [dataclasses.replace(ann, image_id=i) for i, ann in enumerate(self._annotations)]
 
     def image_name(self, index: int) -> str:
-        """The VOC image id of image ``index`` (the file stem, e.g. ``"000005"``)."""
-        return Path(self._annotations[index].file_name).stem
+        """The devkit's image id of image ``index`` (e.g. ``"000005"``), as the result files write it."""
+        return self._annotations[index].image_name
 
 
 def collect_voc_classes(folder: str | os.PathLike) -> tuple[str, ...]:
@@ -158,7 +164,34 @@ def _read_xml(path: Path) -> ET.Element:
         raise DatasetError(f"malformed XML: {error}", path) from None
 
 
-def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int], layout: str) -> ImageAnnotation:
+class _ImageFolder:
+    """``JPEGImages/``: the file of an image id, listing the folder only when ``<id>.jpg`` is not there."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._by_stem: dict[str, str] | None = None  # stem -> the first image file name of that stem
+
+    def find(self, image_id: str, filename: str) -> Path:
+        """``<id>.jpg``, else ``<id>`` with another image extension, else ``filename`` (the XML's
+        ``<filename>``), else ``<id>.jpg`` (missing: the dataset's file check names it)."""
+        devkit = self.folder / f"{image_id}.jpg"
+        if devkit.is_file():
+            return devkit
+        if self._by_stem is None:
+            self._by_stem = {}
+            names = sorted(os.listdir(self.folder)) if self.folder.is_dir() else []
+            for name in names:
+                if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+                    self._by_stem.setdefault(Path(name).stem, name)
+        if image_id in self._by_stem:
+            return self.folder / self._by_stem[image_id]
+        named = self.folder / Path(filename).name if filename else None
+        return named if named is not None and named.is_file() else devkit
+
+
+def _parse_xml(
+    folder: Path, image_name: str, class_to_label: Mapping[str, int], layout: str, images: _ImageFolder
+) -> ImageAnnotation:
     path = folder / "Annotations" / f"{image_name}.xml"
     if not path.is_file():
         where = "the image is listed in ImageSets/Main"
@@ -195,9 +228,8 @@ def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int],
             DatasetWarning,
             stacklevel=4,
         )
-    image_file = Path((root.findtext("filename") or "").strip() or f"{image_name}.jpg").name
     return ImageAnnotation(
-        file_name=str(folder / "JPEGImages" / image_file),
+        file_name=str(images.find(image_name, (root.findtext("filename") or "").strip())),
         image_id=-1,  # VOC has no ids: VOCDetection sets the dataset position
         height=height,
         width=width,
@@ -205,6 +237,7 @@ def _parse_xml(folder: Path, image_name: str, class_to_label: Mapping[str, int],
         labels=labels[keep],
         difficult=difficult[keep],
         iscrowd=np.zeros(int(keep.sum()), dtype=bool),
+        image_name=image_name,
     )
 
 

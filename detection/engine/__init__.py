@@ -5,13 +5,14 @@ from .lr_schedule import WarmupMultiStepLR, build_lr_scheduler
 from .optimizer import build_optimizer
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .runner import RunOptions, build_hooks, images_per_process, run_training
-from .trainer import NonFiniteLossError, Trainer, TrainingDataError
+from .trainer import HookError, NonFiniteLossError, Trainer, TrainingDataError
 
 __all__ = [
     "BestCheckpointer",
     "Checkpointer",
     "EvalHook",
     "HookBase",
+    "HookError",
     "NonFiniteLossError",
     "PeriodicCheckpointer",
     "PeriodicLogger",

@@ -6,7 +6,7 @@ Only the main process writes; on the other ranks the writer is a no-op.
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -27,28 +27,41 @@ class EventWriter:
             crash, or past an older checkpoint resumed) is dropped from ``metrics.json``, and TensorBoard
             hides those steps of the earlier event files (``purge_step``), so that each iteration's
             numbers appear once, the resumed run's.
+        rewriting_at: the iteration an evaluation-only run evaluates again. What it writes there replaces
+            the ``metrics.json`` lines of that iteration with the same tags (the earlier evaluation), when it
+            is written: an evaluation that fails keeps the earlier one. TensorBoard's files, append-only,
+            then hold both.
     """
 
-    def __init__(self, output_dir: str, enabled: bool = True, resumed_at: int | None = None) -> None:
+    def __init__(
+        self, output_dir: str, enabled: bool = True, resumed_at: int | None = None, rewriting_at: int | None = None
+    ) -> None:
         self.enabled = enabled
         self._tensorboard = None
         self._json = None
+        self._metrics = os.path.join(output_dir, METRICS_FILE)
+        self._rewriting_at = rewriting_at
         self.dropped = 0  # metrics.json entries dropped on resume
         if enabled:
             from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only where used
 
             os.makedirs(output_dir, exist_ok=True)
-            metrics = os.path.join(output_dir, METRICS_FILE)
             purge_step = None
             if resumed_at is not None:
-                self.dropped = keep_metrics_until(metrics, resumed_at)
+                self.dropped = keep_metrics_until(self._metrics, resumed_at)
                 purge_step = resumed_at + 1
             self._tensorboard = SummaryWriter(log_dir=output_dir, purge_step=purge_step)
-            self._json = open(metrics, "a", encoding="utf-8")
+            self._json = open(self._metrics, "a", encoding="utf-8")
 
     def write_scalars(self, values: Mapping[str, float], iteration: int) -> None:
         if not self.enabled:
             return
+        if iteration == self._rewriting_at:
+            self._json.close()
+            _rewrite_metrics(
+                self._metrics, lambda entry: entry["iteration"] != iteration or not values.keys() & entry.keys()
+            )
+            self._json = open(self._metrics, "a", encoding="utf-8")
         for tag, value in values.items():
             self._tensorboard.add_scalar(tag, value, iteration)
         self._json.write(json_text({"iteration": iteration, **{k: float(v) for k, v in values.items()}}) + "\n")
@@ -73,11 +86,17 @@ class EventWriter:
 def keep_metrics_until(path: str, iteration: int) -> int:
     """Drops the lines of the ``metrics.json`` at ``path`` after ``iteration`` (and unreadable ones: a line
     cut by a crash); returns how many. The file is replaced atomically."""
+    return _rewrite_metrics(path, lambda entry: entry["iteration"] <= iteration)
+
+
+def _rewrite_metrics(path: str, keep: Callable[[dict], bool]) -> int:
+    """Keeps the lines of the ``metrics.json`` at ``path`` whose entry ``keep`` accepts, and drops the
+    unreadable ones; returns how many were dropped. The file is replaced atomically."""
     if not os.path.isfile(path):
         return 0
     with open(path, encoding="utf-8") as file:
         lines = file.read().splitlines()
-    kept = [line for line in lines if (step := _iteration(line)) is not None and step <= iteration]
+    kept = [line for line in lines if (entry := _entry(line)) is not None and keep(entry)]
     if len(kept) == len(lines):
         return 0
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=os.path.dirname(path) or ".")
@@ -88,8 +107,10 @@ def keep_metrics_until(path: str, iteration: int) -> int:
     return len(lines) - len(kept)
 
 
-def _iteration(line: str) -> int | None:
+def _entry(line: str) -> dict | None:
+    """One line's entry, with an integer ``iteration``; None for a line that is not one (cut by a crash)."""
     try:
-        return int(json.loads(line)["iteration"])
+        entry = json.loads(line)
+        return {**entry, "iteration": int(entry["iteration"])}
     except (ValueError, TypeError, KeyError):
         return None

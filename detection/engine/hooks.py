@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..distributed import broadcast_object, is_main_process
+from ..distributed import broadcast_object, is_main_process, raise_together
 from ..evaluation.pipeline import evaluate_model
 from ..evaluation.plots import read_figures
 from ..evaluation.records import RUN_EVALUATION_FOLDER, save_evaluation
@@ -83,6 +83,8 @@ class PeriodicLogger(HookBase):
         self.meter = TrainingMeter(self.trainer.max_iter, self.period)
 
     def after_step(self) -> None:
+        if not self.trainer.step_stats:
+            return  # no step ran: a resume finishing the work of the iteration it saved
         self.meter.update(self.trainer.step_stats)
         iteration = self.trainer.iteration
         if iteration % self.period == 0 or iteration == self.trainer.max_iter:
@@ -140,15 +142,20 @@ class EvalHook(HookBase):
         """Metrics of ``model`` (not a DistributedDataParallel wrapper), on every process."""
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            metrics = evaluate_model(
-                model,
-                self.dataset,
-                self.config,
-                device=self.device,
-                output_dir=self.output_dir,
-                progress=False,
-                precision=self.precision,
-            )
+            metrics, error = {}, None
+            try:  # the scoring runs on the main process: the others wait for its metrics, or its error
+                metrics = evaluate_model(
+                    model,
+                    self.dataset,
+                    self.config,
+                    device=self.device,
+                    output_dir=self.output_dir,
+                    progress=False,
+                    precision=self.precision,
+                )
+            except Exception as caught:
+                error = caught
+            raise_together(error)
             metrics = broadcast_object(metrics)
             if is_main_process():
                 self._report(metrics, iteration)

@@ -17,7 +17,8 @@ from ..checkpoint import checkpoint_config, load_checkpoint
 from ..config import Config, config_to_dict, override_config
 from ..errors import CheckpointError
 from ..modeling.options import TEST_TIME_OPTIONS
-from .run_folder import same_folder
+from .run_checkpoints import newest_checkpoint
+from .run_folder import CONFIG_FILE, RunFolderError, holds_config, preview_names, run_results, same_folder
 
 # Keys (or sections, ending in ".") a resumed run may change.
 CHANGEABLE_ON_RESUME = (
@@ -97,6 +98,31 @@ def resumed_config(checkpoint_path: str, overrides: Sequence[str]) -> Config:
     """
     stored = checkpoint_config(load_checkpoint(checkpoint_path, mmap=True), checkpoint_path)
     return override_config(stored, overrides, source=f"{checkpoint_path} (stored config) with --opts")
+
+
+def restart_checkpoint(config: Config, resumed_from: str | None) -> str | None:
+    """The checkpoint a torchrun restart of the run ``config`` continues from (torchrun started the processes again,
+    with the same command line, after one failed): the newest in the run's folder where it is this run's (its
+    config is ``config``), else ``resumed_from`` (the run's own ``--resume``, which has saved nothing since), else
+    None: the run has saved no checkpoint and starts over.
+
+    Raises:
+        RunFolderError: the folder holds another run.
+    """
+    folder = config.output_dir
+    newest = newest_checkpoint(folder)
+    if newest is not None and not config_changes(checkpoint_config(load_checkpoint(newest, mmap=True), newest), config):
+        return newest
+    if resumed_from is not None:
+        return resumed_from
+    results = run_results(folder)
+    if results and (newest is not None or not holds_config(folder, config)):
+        raise RunFolderError(
+            f"torchrun restarted this run's processes, but {folder} holds another run ({preview_names(results)}, "
+            f"{newest or CONFIG_FILE} of another config): continue that one with --resume, or start this one "
+            "in another --output-dir"
+        )
+    return None
 
 
 def _changeable(key: str) -> bool:

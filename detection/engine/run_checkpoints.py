@@ -31,6 +31,9 @@ class TrainingState:
     iteration: int = 0
     best: dict[str, Any] | None = None  # {"name", "value", "iteration"}
     rng: dict[str, Any] | None = field(default=None, repr=False)  # to restore before the next iteration
+    # The hooks (class names) whose work after ``iteration`` had not finished when this state was saved (one
+    # of them failed): a resume runs them before the next iteration.
+    unfinished_hooks: tuple[str, ...] = ()
 
 
 def periodic_checkpoint_name(iteration: int) -> str:
@@ -43,16 +46,25 @@ def find_resume_checkpoint(resume: str, output_dir: str) -> str:
         if not os.path.isfile(resume):
             raise CheckpointError(f"--resume: checkpoint not found: {resume}")
         return resume
-    pointer = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
-    if not os.path.isfile(pointer):
+    path = newest_checkpoint(output_dir)
+    if path is None:
         raise CheckpointError(
             f"--resume: no checkpoint to resume in {output_dir} (no {LAST_CHECKPOINT_FILE} file); "
             "pass a path, or start without --resume"
         )
+    return path
+
+
+def newest_checkpoint(output_dir: str) -> str | None:
+    """The checkpoint ``last_checkpoint`` names in ``output_dir`` (None without that file): the newest one written
+    whole, since the pointer changes only once its checkpoint is in place."""
+    pointer = os.path.join(output_dir, LAST_CHECKPOINT_FILE)
+    if not os.path.isfile(pointer):
+        return None
     with open(pointer, encoding="utf-8") as file:
         path = os.path.join(output_dir, file.read().strip())
     if not os.path.isfile(path):
-        raise CheckpointError(f"--resume: {pointer} names {path}, which does not exist")
+        raise CheckpointError(f"{pointer} names {path}, which does not exist")
     return path
 
 
@@ -107,6 +119,7 @@ class Checkpointer:
                 "config": config_to_dict(self.config),
                 "class_names": list(self.class_names),
                 "best": state.best,
+                "unfinished_hooks": list(state.unfinished_hooks),
                 "rng": rng,
             }
             if len(rng_by_rank) > 1:
@@ -139,7 +152,8 @@ class Checkpointer:
             self.scaler.load_state_dict(checkpoint["scaler"])
         rng_by_rank = checkpoint.get("rng_by_rank") or [checkpoint.get("rng")]
         rng = rng_by_rank[rank] if len(rng_by_rank) == get_world_size() else None
-        return TrainingState(int(checkpoint["iteration"]), checkpoint.get("best"), rng)
+        unfinished = tuple(checkpoint.get("unfinished_hooks") or ())
+        return TrainingState(int(checkpoint["iteration"]), checkpoint.get("best"), rng, unfinished)
 
     def _write_pointer(self, name: str) -> None:
         pointer = os.path.join(self.output_dir, LAST_CHECKPOINT_FILE)

@@ -95,11 +95,17 @@ def write_run_config(config: Config, folder: str, resumed_at: int | None = None)
     """
     path = os.path.join(folder, CONFIG_FILE)
     kept = None
-    if resumed_at is not None and os.path.isfile(path) and _read_yaml(path) != config_to_dict(config):
+    if resumed_at is not None and os.path.isfile(path) and not holds_config(folder, config):
         kept = _free_name(folder, f"config.{resumed_at:07d}", ".yaml")
         os.replace(path, os.path.join(folder, kept))
     save_config(config, path)
     return kept
+
+
+def holds_config(folder: str, config: Config) -> bool:
+    """Whether ``folder/config.yaml`` is ``config``."""
+    path = os.path.join(folder, CONFIG_FILE)
+    return os.path.isfile(path) and _read_yaml(path) == config_to_dict(config)
 
 
 def same_folder(a: str, b: str) -> bool:

@@ -31,6 +31,7 @@ from ..distributed import (
     get_world_size,
     init_distributed,
     is_main_process,
+    restarted_by_torchrun,
 )
 from ..errors import CheckpointError, ConfigError, UserError
 from ..evaluation.pipeline import build_evaluation_dataset
@@ -42,7 +43,7 @@ from .hooks import BestCheckpointer, EvalHook, HookBase, PeriodicCheckpointer, P
 from .lr_schedule import build_lr_scheduler
 from .optimizer import build_optimizer
 from .precision import Precision
-from .resume import ConfigChange, resume_changes
+from .resume import ConfigChange, restart_checkpoint, resume_changes
 from .run_checkpoints import Checkpointer, TrainingState, find_resume_checkpoint
 from .run_folder import (
     CONFIG_FILE,
@@ -80,9 +81,12 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class _ResumePoint:
-    """The checkpoint a run resumes from, the iteration saved in it, and the config changes made."""
+    """The checkpoint a run resumes from, the iteration saved in it, and the config changes made.
 
-    path: str
+    ``path`` None: a torchrun restart of a run that had saved no checkpoint starts it over in its folder.
+    """
+
+    path: str | None
     iteration: int
     changes: list[ConfigChange]
 
@@ -99,6 +103,7 @@ def run_training(config: Config, options: RunOptions = RunOptions(), extra_hooks
             change the run; an output folder that holds a run (without ``options.overwrite``).
         NonFiniteLossError: training diverged (the last good state is saved).
         TrainingDataError: an image could not be read (the state before it is saved).
+        HookError: a hook's work after an iteration failed, such as an evaluation (the state after it is saved).
     """
     if options.eval_only and not (options.resume or options.weights):
         raise ConfigError("--eval-only needs the model to evaluate: --weights PATH or --resume [PATH]")
@@ -143,10 +148,19 @@ def build_hooks(config: Config, evaluator: EvalHook, writer: EventWriter) -> lis
 def _run(config: Config, options: RunOptions, device: torch.device, extra_hooks: Sequence[HookBase]) -> int:
     config = dataclasses.replace(config, model=resolve_model_config(config.model))
     images_per_process(config.solver, get_world_size())
-    resume = _resume_point(config, options) if options.resume else None
+    restarted = not options.eval_only and restarted_by_torchrun()
+    if restarted:
+        options, resume = _restart_point(config, options)
+    else:
+        resume = _resume_point(config, options) if options.resume else None
     removed = _claim_output_dir(config.output_dir, options, resume)
     setup_logging(config.output_dir, is_main_process())
     try:
+        if restarted:
+            logger.info(
+                "torchrun restarted the processes: "
+                + (f"continuing from {resume.path}" if resume and resume.path else "starting the run over")
+            )
         if removed:
             deleted = preview_names(removed)
             logger.info(f"--overwrite: deleted the earlier run's files in {config.output_dir}: {deleted}")
@@ -167,6 +181,26 @@ def _resume_point(config: Config, options: RunOptions) -> _ResumePoint:
     return _ResumePoint(path, iteration, changes)
 
 
+def _restart_point(config: Config, options: RunOptions) -> tuple[RunOptions, _ResumePoint | None]:
+    """Where a torchrun restart continues (:func:`.resume.restart_checkpoint`), as the options of a resume and
+    its point; the main process decides, every process raises the same error."""
+    path, starts_over, refusal = None, False, None
+    if is_main_process():
+        try:
+            path = restart_checkpoint(config, options.resume)
+            starts_over = path is None and bool(run_results(config.output_dir))
+        except UserError as error:
+            refusal = str(error)
+    path, starts_over, refusal = broadcast_object((path, starts_over, refusal))
+    if refusal is not None:
+        raise RunFolderError(refusal)
+    if path is None:
+        options = dataclasses.replace(options, overwrite=False)
+        return options, _ResumePoint(None, 0, []) if starts_over else None
+    options = dataclasses.replace(options, resume=path, weights=None, overwrite=False)
+    return options, _resume_point(config, options)
+
+
 def _claim_output_dir(output_dir: str, options: RunOptions, resume: _ResumePoint | None) -> list[str]:
     """Refuses an output folder that holds another run (or, with ``overwrite``, deletes that run's files).
 
@@ -177,7 +211,11 @@ def _claim_output_dir(output_dir: str, options: RunOptions, resume: _ResumePoint
         try:
             if resume is None:
                 removed = claim_run_folder(output_dir, overwrite=options.overwrite, eval_only=options.eval_only)
-            elif not same_folder(os.path.dirname(resume.path), output_dir) and run_results(output_dir):
+            elif (
+                resume.path is not None
+                and not same_folder(os.path.dirname(resume.path), output_dir)
+                and run_results(output_dir)
+            ):
                 raise RunFolderError(
                     f"{output_dir} holds another run; resume {resume.path} in its own folder or in a folder "
                     "without a run"
@@ -231,7 +269,7 @@ def _train_or_evaluate(
     if resume_path:
         state = checkpointer.resume(resume_path, rank)
         logger.info(f"resumed from {resume_path} at iteration {state.iteration}")
-    if state.iteration >= config.solver.max_iter:
+    if state.iteration >= config.solver.max_iter and not state.unfinished_hooks:
         logger.info(f"already trained to solver.max_iter={config.solver.max_iter}; nothing to do")
         return 0
     if resume_path and state.rng is None:
@@ -266,8 +304,8 @@ def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) 
     about to begin: a start that fails earlier changes none of the run's records.
 
     Args:
-        evaluating: ``--eval-only``: a resumed run's own config and metrics stay as they are (the
-            evaluation is added to them).
+        evaluating: ``--eval-only``: a resumed run's own config stays as it is, and its metrics too but for the
+            evaluation of the checkpoint's iteration, which the new one replaces.
     """
     if is_main_process() and not (evaluating and resume):
         kept = write_run_config(config, config.output_dir, resume.iteration if resume else None)
@@ -275,7 +313,10 @@ def _run_records(config: Config, resume: _ResumePoint | None, evaluating: bool) 
             logger.info(f"resume: {CONFIG_FILE} updated; the config it replaces is kept as {kept}")
         logger.info(f"config written to {os.path.join(config.output_dir, CONFIG_FILE)}")
     continued = resume.iteration if resume and not evaluating else None
-    writer = EventWriter(config.output_dir, enabled=is_main_process(), resumed_at=continued)
+    evaluated_again = resume.iteration if resume and evaluating else None
+    writer = EventWriter(
+        config.output_dir, enabled=is_main_process(), resumed_at=continued, rewriting_at=evaluated_again
+    )
     if writer.dropped:
         logger.info(
             f"resume: dropped {writer.dropped} line(s) of metrics.json after iteration {continued} (from the run's "

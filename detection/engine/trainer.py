@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import capture_rng_state, restore_rng_state
 from ..config import SolverConfig
-from ..distributed import all_gather_object, all_reduce_mean, any_process
-from ..errors import UserError
+from ..distributed import OtherProcessError, all_gather_object, all_reduce_mean, any_process
+from ..errors import UserError, first_line
+from ..logs import LOG_FILE_ONLY
 from .hooks import HookBase
 from .precision import Precision
 from .run_checkpoints import Checkpointer, TrainingState, periodic_checkpoint_name
@@ -34,6 +35,11 @@ class NonFiniteLossError(UserError):
 
 class TrainingDataError(UserError):
     """A training image could not be read; the message names the file and the checkpoint saved."""
+
+
+class HookError(UserError):
+    """A hook's work after an iteration (an evaluation, say) failed; the message names the hook, the error and
+    the checkpoint saved, from which ``--resume`` finishes that iteration's work."""
 
 
 @dataclass
@@ -55,6 +61,10 @@ class Trainer:
     SIGINT/SIGTERM, or a hook's :meth:`request_stop`, end the loop after the current iteration's hooks,
     with a checkpoint to resume from. An image that cannot be read (the dataset's :class:`UserError`),
     on any process, undoes the iteration, saves the state before it and raises :class:`TrainingDataError`.
+    A hook whose ``after_step`` raises (an evaluation that cannot read an image), on any process, ends
+    the loop with the state after the iteration saved, the hooks left to run recorded in it
+    (:attr:`TrainingState.unfinished_hooks`: that one and those after it) and a :class:`HookError`; a
+    resume from that checkpoint runs them before the next iteration, so that it ends as the run would have.
 
     What hooks read: :attr:`iteration`, :attr:`max_iter`, :attr:`step_stats` (the last iteration's
     losses, ``lr``, ``grad_norm`` and timings), :attr:`evaluations` (iteration -> metrics, filled by
@@ -137,16 +147,18 @@ class Trainer:
                     hook.before_train()
                 # Starting the loader draws worker seeds from the global RNG, so the stream starts before
                 # the RNG state is restored: a resumed run then draws exactly what the uninterrupted one did.
-                data = itertools.chain([self._next_batch(data, None)], data)
+                if state.iteration < self.max_iter:
+                    data = itertools.chain([self._next_batch(data, None)], data)
                 if state.rng is not None:
                     restore_rng_state(state.rng)
+                if state.unfinished_hooks:
+                    self._finish_iteration(state)
                 while state.iteration < self.max_iter and self.stop_reason is None:
                     self.step_stats, signalled = self.run_step(data, signals.requested)
                     state.iteration += 1
                     if signalled:  # on every process: the flag is reduced with the losses
                         self.request_stop("a signal", signals.exit_code if signals.requested else 128 + signal.SIGTERM)
-                    for hook in self.hooks:
-                        hook.after_step()
+                    self._after_step(self.hooks)
                 if self.stop_reason is None or state.iteration == self.max_iter:
                     return 0
                 path = self.save_resume_point()
@@ -158,6 +170,58 @@ class Trainer:
             finally:
                 for hook in self.hooks:
                     hook.after_train()
+
+    def _after_step(self, hooks: Sequence[HookBase]) -> None:
+        """Calls each hook's ``after_step``. Where one raises, on any process, every process saves the state after
+        this iteration with that hook and those after it as :attr:`TrainingState.unfinished_hooks`, and raises
+        :class:`HookError`."""
+        for position, hook in enumerate(hooks):
+            error = None
+            try:
+                hook.after_step()
+            except Exception as caught:  # any failure: the state is saved and the run ends in one line
+                error = caught
+            if any_process(error is not None):
+                self._stop_after_hook_failure(hooks[position:], error)
+
+    def _finish_iteration(self, state: TrainingState) -> None:
+        """A resume from a checkpoint saved after a hook failed: runs the hooks that had not finished, the last
+        ones of the list (the failed one and those after it)."""
+        names = list(state.unfinished_hooks)
+        unfinished = self.hooks[len(self.hooks) - len(names) :]
+        if [type(hook).__name__ for hook in unfinished] != names:
+            unfinished = [hook for hook in self.hooks if type(hook).__name__ in names]
+            logger.warning(
+                f"the checkpoint was saved with the hooks {', '.join(names)} left to run after iteration "
+                f"{state.iteration}, but this run's hooks end otherwise; running those of these names"
+            )
+        logger.info(f"finishing the work after iteration {state.iteration} that had not finished: {', '.join(names)}")
+        state.unfinished_hooks = ()
+        self._after_step(unfinished)
+
+    def _stop_after_hook_failure(self, unfinished: Sequence[HookBase], error: Exception | None) -> None:
+        """Saves the state after this iteration with ``unfinished`` recorded and raises :class:`HookError`."""
+        failed, iteration = type(unfinished[0]).__name__, self.state.iteration
+        description = None  # this process's error, if it had one: a user's mistake as it says, a bug in brief
+        if isinstance(error, UserError | OtherProcessError):
+            description = str(error)
+        elif error is not None:
+            logger.error(f"{failed} failed:", exc_info=error, extra=LOG_FILE_ONLY)  # the traceback, in log.txt
+            description = first_line(error)
+        message = next(text for text in all_gather_object(description) if text is not None)
+        self.state.unfinished_hooks = tuple(type(hook).__name__ for hook in unfinished)
+        try:
+            path = self.save_resume_point()
+        except Exception as save_error:  # reported in the same line
+            raise HookError(
+                f"{failed} failed after iteration {iteration}: {message}; saving the state failed too "
+                f"({first_line(save_error)}): --resume continues from the last checkpoint"
+            ) from error
+        raise HookError(
+            f"{failed} failed after iteration {iteration}: {message}; saved the state after iteration {iteration} "
+            f"to {path}: fix that, then continue with --resume, which first runs what iteration {iteration} had "
+            f"left ({', '.join(self.state.unfinished_hooks)})"
+        ) from error
 
     def run_step(self, data: Iterator[Batch], stop_requested: bool) -> tuple[dict[str, float], bool]:
         """One iteration. Returns its statistics and whether any process was asked to stop."""

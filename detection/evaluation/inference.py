@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..distributed import all_gather_object, is_main_process
+from ..distributed import all_gather_object, is_main_process, raise_together
 from ..modeling.outputs import Detections, Predictions, detections_to_numpy, eval_mode
 from ..precision import InferencePrecision, autocast_for
 
@@ -36,11 +36,16 @@ def run_inference(
     """
     device = torch.device(device)
     predictions: dict[int, Detections] = {}
-    with eval_mode(model), torch.inference_mode(), autocast_for(precision):
-        for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
-            outputs = model([image.to(device) for image in images])
-            for target, output in zip(targets, outputs):
-                predictions[int(target["index"])] = detections_to_numpy(output)
+    error = None
+    try:
+        with eval_mode(model), torch.inference_mode(), autocast_for(precision):
+            for images, targets in tqdm(data_loader, desc="inference", disable=not progress or not is_main_process()):
+                outputs = model([image.to(device) for image in images])
+                for target, output in zip(targets, outputs):
+                    predictions[int(target["index"])] = detections_to_numpy(output)
+    except Exception as caught:  # an unreadable image: on every process, not only on the one that read it
+        error = caught
+    raise_together(error)
     return _gather(predictions)
 
 

@@ -12,14 +12,10 @@ import torch
 from torch import nn
 
 from ..data.errors import ImageReadError
-from ..data.images import read_image
+from ..data.images import IMAGE_EXTENSIONS, read_image
 from ..errors import UserError
 from ..modeling.outputs import Detections, detections_to_numpy, eval_mode
 from ..precision import InferencePrecision, autocast_for
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jp2"}
-)
 
 
 @dataclass
