@@ -23,7 +23,9 @@ def group_of(optimizer: torch.optim.Optimizer, parameter: torch.Tensor) -> dict:
 
 def test_no_weight_decay_on_norms_and_biases_when_configured():
     net = small_net()
-    optimizer = build_optimizer(net, SolverConfig(weight_decay=1e-4, weight_decay_norm_and_bias=False, momentum=0.9))
+    optimizer = build_optimizer(
+        net, SolverConfig(weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=0.0, momentum=0.9)
+    )
     assert group_of(optimizer, net[2].weight)["weight_decay"] == 1e-4
     for parameter in (net[0].bias, net[1].weight, net[1].bias, net[3].weight, net[3].bias):
         assert group_of(optimizer, parameter)["weight_decay"] == 0.0
