@@ -86,7 +86,6 @@ class C4RegionProposalNetwork(RegionProposalNetwork):
             nms_thresh,
             score_thresh,
         )
-        self.batch_size_per_image = batch_size_per_image
         self.smooth_l1_beta = smooth_l1_beta
 
     def compute_loss(
@@ -95,14 +94,14 @@ class C4RegionProposalNetwork(RegionProposalNetwork):
         """``objectness`` logits ``[A_total]`` (all images), ``pred_bbox_deltas`` ``[A_total, 4]``, per image the
         anchors' ``labels`` (1, 0, -1: ignored) and ``regression_targets`` -> the objectness loss (binary cross
         entropy summed over the sampled anchors) and the box loss (smooth L1 summed over the sampled positive
-        ones), each divided by ``batch_size_per_image x images``."""
+        ones), each divided by the sampler's ``batch_size_per_image x images``."""
         sampled_positive, sampled_negative = self.fg_bg_sampler(labels)
         positive = torch.cat(sampled_positive, dim=0) > 0
         sampled = torch.where(positive | (torch.cat(sampled_negative, dim=0) > 0))[0]
         positive = torch.where(positive)[0]
         labels_all = torch.cat(labels, dim=0)
         targets = torch.cat(regression_targets, dim=0)
-        normalizer = float(self.batch_size_per_image * len(labels))
+        normalizer = float(self.fg_bg_sampler.batch_size_per_image * len(labels))
         box_loss = F.smooth_l1_loss(
             pred_bbox_deltas[positive], targets[positive], beta=self.smooth_l1_beta, reduction="sum"
         )
