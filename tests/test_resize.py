@@ -5,6 +5,7 @@ resize left exactly as it was."""
 import numpy as np
 import pytest
 import torch
+from detectron2_helpers import photo, pil_resize, rgb_01
 from PIL import Image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -24,31 +25,6 @@ SIZES = {
     (1000, 1500, 600, 1000): (600, 900),  # a reduction
     (57, 91, 37, 1000): (37, 59),
 }
-
-
-def random_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """An 8-bit RGB image with structure at every scale (a gradient, stripes, noise)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    smooth = 127 + 100 * np.sin(xx[..., None] / 7.0 + np.arange(3)) * np.cos(yy[..., None] / 11.0)
-    return np.clip(smooth + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
-
-
-def pil_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """PIL's bilinear resize as detectron2's published models were run with it: the horizontal pass, then the
-    vertical one (PIL up to 12 always; 13 starts with the vertical pass for some reductions of tall images,
-    1 apart in a few values). Two single-axis resizes are exactly PIL's two passes in any version."""
-    image = Image.fromarray(pixels)
-    if size[1] != image.width:
-        image = image.resize((size[1], image.height), Image.BILINEAR)
-    if size[0] != image.height:
-        image = image.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(image)
-
-
-def as_float(pixels: np.ndarray) -> torch.Tensor:
-    """What the readers give the model: RGB ``[3, H, W]``, the 8-bit values / 255."""
-    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float() / 255.0
 
 
 def as_pixels(image: torch.Tensor) -> np.ndarray:
@@ -75,8 +51,8 @@ def test_output_size_is_resize_shortest_edges(request_, expected):
     ],
 )
 def test_resize_gives_pils_pixels(height, width, size):
-    pixels = random_pixels(height, width)
-    resized = resize_like_pil(as_float(pixels), size)
+    pixels = photo(height, width)
+    resized = resize_like_pil(rgb_01(pixels), size)
     assert resized.shape == (3, *size) and resized.dtype == torch.float32
     np.testing.assert_array_equal(as_pixels(resized), pil_resize(pixels, size))
     if width >= height:  # landscape: every PIL version resizes it horizontally first, in one call too
@@ -88,7 +64,7 @@ def test_resize_gives_pils_pixels(height, width, size):
 def test_resize_keeps_the_8_bit_values_exact():
     """x / 255 * 255 must give the integer back, or the BGR 0..255 input of detectron2's weights shifts."""
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
-    resized = resize_like_pil(as_float(pixels), (16, 16))
+    resized = resize_like_pil(rgb_01(pixels), (16, 16))
     assert torch.equal(resized * 255.0, torch.from_numpy(pixels).permute(2, 0, 1).float())
 
 
@@ -99,25 +75,25 @@ def detectron2_detector(**options) -> torch.nn.Module:
 
 def test_model_input_is_pils_resize_then_the_normalisation():
     model = detectron2_detector().eval()
-    pixels = random_pixels(47, 71)
-    images, _ = model.transform([as_float(pixels)])
+    pixels = photo(47, 71)
+    images, _ = model.transform([rgb_01(pixels)])
     size = shortest_edge_size(47, 71, 60, 100)  # the last min_size at test
     assert images.image_sizes == [size] == [(60, 91)]
-    expected = model.transform.normalize(as_float(pil_resize(pixels, size)))
+    expected = model.transform.normalize(rgb_01(pil_resize(pixels, size)))
     torch.testing.assert_close(images.tensors[0], expected, rtol=0, atol=0)
 
 
 def test_training_draws_a_short_side_per_image_and_scales_the_boxes():
     model = detectron2_detector().train()
-    pixels = [random_pixels(47, 71, seed=1), random_pixels(80, 30, seed=2)]
+    pixels = [photo(47, 71, seed=1), photo(80, 30, seed=2)]
     boxes = [torch.tensor([[3.5, 4.0, 60.0, 40.0]]), torch.tensor([[0.0, 10.0, 30.0, 79.0]])]
     targets = [{"boxes": b, "labels": torch.tensor([1])} for b in boxes]
     seen = set()
     for seed in range(12):
         torch.manual_seed(seed)  # the choice uses torch's RNG: a resumed run draws the same sizes
-        images, resized_targets = model.transform([as_float(p) for p in pixels], targets)
+        images, resized_targets = model.transform([rgb_01(p) for p in pixels], targets)
         torch.manual_seed(seed)
-        again, _ = model.transform([as_float(p) for p in pixels], targets)
+        again, _ = model.transform([rgb_01(p) for p in pixels], targets)
         assert images.image_sizes == again.image_sizes
         for (h, w), target, box, size in zip(
             [p.shape[:2] for p in pixels], resized_targets, boxes, images.image_sizes, strict=True
@@ -155,7 +131,7 @@ def test_detections_of_a_resized_image_stay_inside_it():
     torch.manual_seed(0)
     model = detectron2_detector(rpn_post_nms_top_n_test=50, box_score_thresh=0.0, box_detections_per_img=50).eval()
     with torch.no_grad():
-        detections = model([as_float(random_pixels(33, 53))])[0]
+        detections = model([rgb_01(photo(33, 53))])[0]
     boxes = detections["boxes"]
     assert len(boxes) > 0
     assert (boxes[:, 2] <= 53).all() and (boxes[:, 3] <= 33).all() and (boxes >= 0).all()
@@ -167,7 +143,7 @@ def test_torchvisions_resize_is_generalized_rcnn_transforms(training):
     model = build_detector("resnet18", num_classes=3, min_size=(40, 50, 60), max_size=100)
     reference = GeneralizedRCNNTransform((40, 50, 60), 100, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     model.transform.train(training), reference.train(training)
-    images = [as_float(random_pixels(47, 71)), as_float(random_pixels(80, 30, seed=1))]
+    images = [rgb_01(photo(47, 71)), rgb_01(photo(80, 30, seed=1))]
     targets = [{"boxes": torch.tensor([[3.0, 4.0, 20.0, 30.0]]), "labels": torch.tensor([1])}] * 2
     torch.manual_seed(0)
     ours, our_targets = model.transform(images, targets)

@@ -76,27 +76,32 @@ def pil_bilinear_taps(
     return index.clamp(max=in_size - 1), fixed
 
 
-def _resample(pixels: Tensor, dim: int, out_size: int, precision_bits: int = PIL_PRECISION_BITS) -> Tensor:
-    """One PIL pass over the 8-bit values ``pixels`` ``[C, H, W]`` (int32) along ``dim`` (-1 or -2)."""
-    index, weight = pil_bilinear_taps(pixels.shape[dim], out_size, pixels.device, precision_bits)
+def _resample_rows(pixels: Tensor, out_size: int, precision_bits: int = PIL_PRECISION_BITS) -> Tensor:
+    """One PIL pass over the 8-bit values ``pixels`` ``[C, H, W]`` (int32, contiguous) along ``H``: each output row
+    a weighted sum of whole input rows (contiguous gathers), rounded back to 8 bits."""
+    index, weight = pil_bilinear_taps(pixels.shape[-2], out_size, pixels.device, precision_bits)
+    index, weight = index.t().contiguous(), weight.t().contiguous()  # [taps, out_size]
     shape = list(pixels.shape)
-    shape[dim] = out_size
+    shape[-2] = out_size
     total = torch.full(shape, 1 << (precision_bits - 1), dtype=torch.int32, device=pixels.device)
-    for tap in range(index.shape[1]):
-        tap_weight = weight[:, tap] if dim == -1 else weight[:, tap, None]
-        total += pixels.index_select(dim, index[:, tap]) * tap_weight
-    return torch.div(total, 1 << precision_bits, rounding_mode="floor").clamp_(0, 255)
+    for tap in range(index.shape[0]):
+        total.add_(pixels.index_select(-2, index[tap]).mul_(weight[tap].unsqueeze(-1)))
+    return (total >> precision_bits).clamp_(0, 255)  # the sums are >= 0: the shift is PIL's floor
 
 
 def resize_like_pil(image: Tensor, size: tuple[int, int]) -> Tensor:
     """``image`` ``[C, H, W]`` (float in ``[0, 1]``) resized to ``size`` ``(h, w)`` with the pixels PIL's
     ``Image.resize(..., BILINEAR)`` gives its 8-bit version: the values are rounded to 8 bits first (exact for
-    an image read from an 8-bit file), and the result is 8-bit values / 255 in ``image``'s dtype."""
+    an image read from an 8-bit file), and the result is 8-bit values / 255 in ``image``'s dtype.
+
+    The horizontal pass comes first, as in PIL up to version 12 (which detectron2's models were trained and
+    evaluated with) and in PIL 13 for every resize that keeps the aspect ratio of a landscape image."""
     pixels = (image * 255.0).round().clamp(0, 255).to(torch.int32)
     if size[1] != image.shape[-1]:  # as PIL, a pass only along an axis whose size changes
-        pixels = _resample(pixels, -1, size[1])
+        columns = _resample_rows(pixels.transpose(-1, -2).contiguous(), size[1])
+        pixels = columns.transpose(-1, -2).contiguous()
     if size[0] != image.shape[-2]:
-        pixels = _resample(pixels, -2, size[0])
+        pixels = _resample_rows(pixels, size[0])
     return pixels.to(image.dtype) / 255.0
 
 
