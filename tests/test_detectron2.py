@@ -291,7 +291,7 @@ def test_a_converted_model_gives_default_predictors_detections_on_an_image_it_re
         ]  # no resize there: 800 is the test size
         actual = model([rgb_01(pixels)])[0]
     expected = detectron2_postprocess(at_detectron2_size, (800, 1202), (243, 365))
-    assert len(expected["boxes"]) >= 50 and len(expected["labels"].unique()) >= 5
+    assert len(expected["boxes"]) >= 50  # spread_scores makes a random model score boxes above 0.05
     for key in ("boxes", "scores", "labels"):
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
 

@@ -14,8 +14,9 @@ detectron2's resize, written from its definition (``data/transforms/augmentation
   the input and the empty ones dropped (``detector_postprocess``).
 
 torch's own ``interpolate(uint8, mode="bilinear", antialias=True)`` keeps fewer bits in its weights and
-differs from PIL by 1 in up to 8% of the values (docs/design.md), so the resampling is written out here:
-integer arithmetic, exact on every device.
+differs from PIL by 1 or 2 in up to 8% of the values (docs/design.md), so the resampling is written out here:
+integer arithmetic, exact on every device (a sum of 8-bit values times 22-bit weights that add up to about
+2**22 stays below 2**31 in int32).
 """
 
 import math
@@ -94,8 +95,8 @@ def resize_like_pil(image: Tensor, size: tuple[int, int]) -> Tensor:
     ``Image.resize(..., BILINEAR)`` gives its 8-bit version: the values are rounded to 8 bits first (exact for
     an image read from an 8-bit file), and the result is 8-bit values / 255 in ``image``'s dtype.
 
-    The horizontal pass comes first, as in PIL up to version 12 (which detectron2's models were trained and
-    evaluated with) and in PIL 13 for every resize that keeps the aspect ratio of a landscape image."""
+    The horizontal pass comes first, as in every PIL up to version 12 (which detectron2's models were trained and
+    evaluated with); PIL 13 starts with the vertical one for some reductions of tall images."""
     pixels = (image * 255.0).round().clamp(0, 255).to(torch.int32)
     if size[1] != image.shape[-1]:  # as PIL, a pass only along an axis whose size changes
         columns = _resample_rows(pixels.transpose(-1, -2).contiguous(), size[1])
