@@ -311,3 +311,25 @@ def test_a_converted_model_gives_default_predictors_detections_on_an_image_it_re
     assert written["labels"] == expected["labels"].tolist()
     np.testing.assert_allclose(written["boxes"], expected["boxes"].numpy(), atol=0.006)  # written to 2 decimals
     np.testing.assert_allclose(written["scores"], expected["scores"].numpy(), atol=6e-5)  # 4 decimals
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    ["coco/resnet101_3x_detectron2.yaml", "voc/resnet50_c4_detectron2.yaml", "custom/resnet101_c4_detectron2.yaml"],
+)
+def test_detectron2_recipes_train_and_resize_as_detectron2(recipe):
+    """The settings converted models get (the converter's config) and detectron2's recipes train with; the
+    paper's recipes keep torchvision's resize and losses."""
+    config = load_config(recipe, ["model.weights=null"])
+    model, solver = config.model, config.solver
+    assert (model.resize, model.rpn_smooth_l1_beta, model.box_smooth_l1_beta) == ("detectron2", 0.0, 0.0)
+    assert (solver.momentum, solver.weight_decay_norm, solver.weight_decay_bias, solver.bias_lr_factor) == (
+        0.9,
+        0.0,
+        None,
+        1.0,
+    )
+    assert detectron2_c4_config(50).model.resize == "detectron2"
+    for paper in ("coco/resnet101.yaml", "voc/resnet101.yaml", "voc/vgg16.yaml", "coco/vgg16.yaml"):
+        model = load_config(paper).model
+        assert (model.resize, model.rpn_smooth_l1_beta, model.box_smooth_l1_beta) == ("torchvision", 1 / 9, 1 / 9)
