@@ -31,9 +31,9 @@ def as_pixels(image: torch.Tensor) -> np.ndarray:
     return (image * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-@pytest.mark.parametrize(("request_", "expected"), SIZES.items(), ids=[f"{h}x{w}" for h, w, _, _ in SIZES])
-def test_output_size_is_resize_shortest_edges(request_, expected):
-    assert shortest_edge_size(*request_) == expected
+@pytest.mark.parametrize(("arguments", "expected"), SIZES.items(), ids=[f"{h}x{w}" for h, w, _, _ in SIZES])
+def test_output_size_is_resize_shortest_edges(arguments, expected):
+    assert shortest_edge_size(*arguments) == expected
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_resize_gives_pils_pixels(height, width, size):
     resized = resize_like_pil(rgb_01(pixels), size)
     assert resized.shape == (3, *size) and resized.dtype == torch.float32
     np.testing.assert_array_equal(as_pixels(resized), pil_resize(pixels, size))
-    if width >= height:  # landscape: every PIL version resizes it horizontally first, in one call too
+    if width >= height:  # landscape: PIL 12 and 13 resize it horizontally first in one call too
         np.testing.assert_array_equal(
             as_pixels(resized), np.asarray(Image.fromarray(pixels).resize(size[::-1], Image.BILINEAR))
         )
