@@ -11,6 +11,7 @@ values of the wrong type are errors that name the key.
 import copy
 import dataclasses
 import difflib
+import logging
 import os
 import typing
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from pydantic import TypeAdapter, ValidationError
 from .data.catalog import configured_dataset, list_datasets
 from .errors import ConfigError
 from .modeling.options import DetectorOptions
+
+logger = logging.getLogger(__name__)
 
 # The shipped configs: package data of the installed package (in the checkout, this folder is a link to
 # the top-level configs/).
@@ -145,11 +148,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """SGD with momentum, linear warm-up and step decay, over a fixed number of iterations.
+    """SGD with momentum (no Nesterov), linear warm-up and step decay, over a fixed number of iterations.
 
     The learning rate scales linearly with the batch: ``lr = base_lr * images_per_batch /
     reference_batch_size`` (Goyal et al. 2017), so overriding ``images_per_batch`` alone keeps the
     recipe's per-image step. ``images_per_batch`` is the total over all processes.
+
+    Parameter groups as detectron2's ``build_optimizer``: the parameters of normalisation layers decay by
+    ``weight_decay_norm``, then every bias (a norm's too) by ``weight_decay_bias`` at ``bias_lr_factor`` times
+    the learning rate; ``None`` is ``weight_decay``.
     """
 
     max_iter: int = 1000
@@ -158,7 +165,9 @@ class SolverConfig:
     base_lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    weight_decay_norm_and_bias: bool = True  # False: no decay on norm weights and on biases
+    weight_decay_norm: float | None = None  # detectron2's SOLVER.WEIGHT_DECAY_NORM (its default: 0.0)
+    weight_decay_bias: float | None = None  # SOLVER.WEIGHT_DECAY_BIAS (its default: None)
+    bias_lr_factor: float = 1.0  # SOLVER.BIAS_LR_FACTOR
     steps: tuple[int, ...] = ()
     gamma: float = 0.1
     warmup_iters: int = 0
@@ -182,6 +191,8 @@ class SolverConfig:
             )
         if self.base_lr <= 0:
             raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        if self.bias_lr_factor <= 0:
+            raise ValueError(f"bias_lr_factor must be > 0, got {self.bias_lr_factor}")
 
     @property
     def lr(self) -> float:
@@ -251,6 +262,7 @@ def override_config(config: Config, overrides: Sequence[str], source: str = "con
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Validates a nested mapping (as read from YAML or a checkpoint) into a :class:`Config`."""
+    raw = _renamed_keys(raw, source)
     _check_keys(Config, raw, prefix="", source=source)
     try:
         return TypeAdapter(Config).validate_python(raw)
@@ -262,6 +274,30 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         else:
             message = f"{first['msg']} (got {first.get('input')!r})"
         raise ConfigError(f"{source}: {key}: {message}") from None
+
+
+def _renamed_keys(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """``raw`` with the keys of earlier versions in today's terms (configs inside older checkpoints still load):
+    ``solver.weight_decay_norm_and_bias`` (true: norms and biases decay as weights; false: neither decays)."""
+    solver = raw.get("solver")
+    if not isinstance(solver, dict) or "weight_decay_norm_and_bias" not in solver:
+        return raw
+    solver = dict(solver)
+    decays = solver.pop("weight_decay_norm_and_bias")
+    if not isinstance(decays, bool):
+        raise ConfigError(f"{source}: solver.weight_decay_norm_and_bias: expected true or false, got {decays!r}")
+    if "weight_decay_norm" in solver or "weight_decay_bias" in solver:
+        raise ConfigError(
+            f"{source}: solver.weight_decay_norm_and_bias (deprecated) and solver.weight_decay_norm/weight_decay_bias "
+            "both given; keep the latter"
+        )
+    solver["weight_decay_norm"] = solver["weight_decay_bias"] = None if decays else 0.0
+    value = "null" if decays else "0.0"
+    logger.warning(
+        f"{source}: solver.weight_decay_norm_and_bias is deprecated; read as solver.weight_decay_norm={value} "
+        f"solver.weight_decay_bias={value}"
+    )
+    return {**raw, "solver": solver}
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """detectron2's file layouts, written here from their descriptions (detectron2's ``c2_model_loading`` names,
-its model-zoo pickle and Checkpointer formats), and random models in them: what the detectron2 conversion
-and the named weights' tests share (conftest.py builds the models once per session)."""
+its model-zoo pickle and Checkpointer formats), random models in them, and the resize of its data loader:
+what the detectron2 tests share (conftest.py builds the models once per session)."""
 
 import pickle
 import re
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 
@@ -79,6 +80,31 @@ def randomize_frozen_bn(model: torch.nn.Module, seed: int = 0) -> None:
                 module.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
                 module.weight.copy_((torch.rand(c, generator=generator) + 0.5) * 0.5)
                 module.bias.copy_(torch.randn(c, generator=generator) * 0.1)
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """An 8-bit RGB image with structure at several scales (waves and noise), which features respond to."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    waves = 127 + 100 * np.sin(xx[..., None] / 7.0 + np.arange(3)) * np.cos(yy[..., None] / 11.0)
+    return np.clip(waves + rng.normal(0, 30, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def rgb_01(pixels: np.ndarray) -> torch.Tensor:
+    """What the readers give the model for 8-bit RGB ``pixels``: ``[3, H, W]`` float32, the values / 255."""
+    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float() / 255.0
+
+
+def pil_resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PIL's bilinear resize as detectron2's published models were run with it: the horizontal pass, then the
+    vertical one (PIL up to 12 always; 13 starts with the vertical pass for some reductions of tall images,
+    1 apart in a few values). Two single-axis resizes are exactly PIL's two passes in any version."""
+    image = Image.fromarray(pixels)
+    if size[1] != image.width:
+        image = image.resize((size[1], image.height), Image.BILINEAR)
+    if size[0] != image.height:
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(image)
 
 
 def write_msra_file(model: resnet.ResNet, path: Path, wrap_in_blobs: bool = False) -> None:

@@ -5,6 +5,7 @@ The layouts are written from their descriptions (detectron2_helpers.py); the par
 own code is in docs/detectron2.md.
 """
 
+import json
 import math
 import os
 import pickle
@@ -14,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2_helpers import randomize_frozen_bn, round_trip_image, write_msra_file
+from detectron2_helpers import photo, pil_resize, randomize_frozen_bn, rgb_01, round_trip_image, write_msra_file
+from PIL import Image
 from torchvision.models import resnet
 from torchvision.ops import FrozenBatchNorm2d
 from training_helpers import REPO, run_tool
@@ -249,3 +251,85 @@ def test_weights_of_another_architecture_are_named():
         "model.channel_order",
     ]
     assert architecture_differences(detectron2, detectron2) == []
+
+
+# --- images that need resizing -------------------------------------------------------------------------------
+
+
+def detectron2_postprocess(detections: dict[str, torch.Tensor], size: tuple[int, int], original: tuple[int, int]):
+    """detectron2's ``detector_postprocess``: boxes scaled by the ratio of sizes (float32, as ``Boxes.scale``),
+    clipped to the original image, the empty ones dropped."""
+    boxes = detections["boxes"] * torch.tensor([original[1] / size[1], original[0] / size[0]] * 2)
+    boxes = torch.stack(
+        [
+            boxes[:, 0].clamp(0, original[1]),
+            boxes[:, 1].clamp(0, original[0]),
+            boxes[:, 2].clamp(0, original[1]),
+            boxes[:, 3].clamp(0, original[0]),
+        ],
+        dim=1,
+    )
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return {"boxes": boxes[keep], "scores": detections["scores"][keep], "labels": detections["labels"][keep]}
+
+
+@pytest.mark.slow
+def test_a_converted_model_gives_default_predictors_detections_on_an_image_it_resizes(detectron2_r101, tmp_path):
+    """detectron2's DefaultPredictor on a 243 x 365 photo: ResizeShortestEdge(800, 1333) with PIL to 800 x 1202
+    (torchvision's resize: 800 x 1201), the model at that size (the path proven identical to detectron2's), then
+    detector_postprocess. The converted model gives the same through model([image]) and tools/infer.py."""
+    _, folder = detectron2_r101
+    converted = tmp_path / "converted.pth"
+    assert (
+        run_tool([sys.executable, str(CONVERT_TOOL), str(folder / "model_final.pkl"), str(converted)]).returncode == 0
+    )
+    model = load_detector(converted).model
+    pixels = photo(243, 365, seed=3)
+    with torch.no_grad():
+        at_detectron2_size = model([rgb_01(pil_resize(pixels, (800, 1202)))])[
+            0
+        ]  # no resize there: 800 is the test size
+        actual = model([rgb_01(pixels)])[0]
+    expected = detectron2_postprocess(at_detectron2_size, (800, 1202), (243, 365))
+    assert len(expected["boxes"]) >= 50  # spread_scores makes a random model score boxes above 0.05
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    infer = [
+        sys.executable,
+        str(REPO / "tools" / "infer.py"),
+        "--checkpoint",
+        str(converted),
+        str(tmp_path / "photo.png"),
+    ]
+    result = run_tool(
+        [*infer, "--output-dir", str(tmp_path / "out"), "--score-thresh", "0", "--device", "cpu", "--precision", "fp32"]
+    )
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "out" / "detections.json").read_text())["images"][0]
+    assert written["labels"] == expected["labels"].tolist()
+    np.testing.assert_allclose(written["boxes"], expected["boxes"].numpy(), atol=0.006)  # written to 2 decimals
+    np.testing.assert_allclose(written["scores"], expected["scores"].numpy(), atol=6e-5)  # 4 decimals
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    ["coco/resnet101_3x_detectron2.yaml", "voc/resnet50_c4_detectron2.yaml", "custom/resnet101_c4_detectron2.yaml"],
+)
+def test_detectron2_recipes_train_and_resize_as_detectron2(recipe):
+    """The settings converted models get (the converter's config) and detectron2's recipes train with; the
+    paper's recipes keep torchvision's resize and losses."""
+    config = load_config(recipe, ["model.weights=null"])
+    model, solver = config.model, config.solver
+    assert (model.resize, model.rpn_smooth_l1_beta, model.box_smooth_l1_beta) == ("detectron2", 0.0, 0.0)
+    assert (solver.momentum, solver.weight_decay_norm, solver.weight_decay_bias, solver.bias_lr_factor) == (
+        0.9,
+        0.0,
+        None,
+        1.0,
+    )
+    assert detectron2_c4_config(50).model.resize == "detectron2"
+    for paper in ("coco/resnet101.yaml", "voc/resnet101.yaml", "voc/vgg16.yaml", "coco/vgg16.yaml"):
+        model = load_config(paper).model
+        assert (model.resize, model.rpn_smooth_l1_beta, model.box_smooth_l1_beta) == ("torchvision", 1 / 9, 1 / 9)

@@ -122,3 +122,37 @@ def test_a_torchscript_file_is_checked_against_the_model_it_must_reproduce(tmp_p
         export_model(model, output, "torchscript", reference=other)
     assert f"kept as {output}.mismatch for inspection" in str(info.value)
     assert not output.exists() and Path(f"{output}.mismatch").is_file()
+
+
+@pytest.fixture(scope="module")
+def detectron2_resize_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny detector with detectron2's pixels and resize (the config of converted detectron2 models)."""
+    folder = tmp_path_factory.mktemp("detectron2_resize")
+    return write_tiny_checkpoint(folder / "model.pth", seed=1, resize="detectron2", **PIXEL_CONVENTIONS["msra"])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_keeps_detectron2s_resize(tmp_path, detectron2_resize_checkpoint):
+    output = tmp_path / "model.pt"
+    argv = ["--checkpoint", str(detectron2_resize_checkpoint), "--format", "torchscript", "--output", str(output)]
+    assert export.main(argv) == 0
+    scripted = torch.jit.load(str(output))
+    for height, width in IMAGE_SIZES:  # both resized to the 64 / 96 test scale, with PIL's pixels
+        pixels = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(width))
+        image = pixels.float() / 255.0
+        with torch.inference_mode():
+            _, detections = scripted([image])
+        expected = eager_detections(detectron2_resize_checkpoint, image)
+        assert_same_detections(expected, *(detections[0][key].numpy() for key in ("boxes", "labels", "scores")))
+        with torch.inference_mode():
+            resized = scripted.transform([image])[0].tensors
+            eager = load_detector(detectron2_resize_checkpoint).model.transform([image])[0].tensors
+        torch.testing.assert_close(resized, eager, rtol=0, atol=0)  # the same pixels, bit for bit
+
+
+def test_onnx_refuses_detectron2s_resize_in_one_line(tmp_path, detectron2_resize_checkpoint):
+    output = tmp_path / "model.onnx"
+    argv = ["--checkpoint", str(detectron2_resize_checkpoint), "--format", "onnx", "--output", str(output)]
+    with pytest.raises(ExportError, match=r"ONNX cannot express detectron2's resize .* --format torchscript") as info:
+        export.main(argv)
+    assert "\n" not in str(info.value) and list(tmp_path.iterdir()) == []

@@ -68,8 +68,8 @@ def test_folder_with_a_corrupt_image(tmp_path, checkpoint, capsys):
     assert [Path(image["file"]).name for image in report["images"]] == list(sizes)
     model = load_detector(checkpoint).model
     tensors = [torch.from_numpy(read_image(entry["file"])).permute(2, 0, 1).float() / 255 for entry in report["images"]]
-    with torch.inference_mode():  # the same batches: a batch is padded to its largest image
-        expected_outputs = model(tensors[:2]) + model(tensors[2:])
+    with torch.inference_mode():  # one image per batch: the three sizes differ
+        expected_outputs = [model([tensor])[0] for tensor in tensors]
     for entry, expected in zip(report["images"], expected_outputs):
         height, width = sizes[Path(entry["file"]).name]
         assert (entry["height"], entry["width"]) == (height, width)
@@ -114,6 +114,22 @@ def test_score_threshold_and_glob_input(tmp_path, checkpoint):
     assert len(report["images"]) == 2 and report["failed"] == []
     assert all(score >= 0.34 for image in report["images"] for score in image["scores"])
     assert sorted(p.name for p in out.glob("*.jpg")) == ["x.jpg", "y.jpg"]
+
+
+def test_only_images_of_one_size_share_a_batch(tmp_path, checkpoint):
+    """A batch pads its images to the largest: an image's detections would depend on its neighbours."""
+    sizes = [(80, 120), (80, 120), (100, 70), (80, 120), (80, 120), (80, 120)]
+    paths = [tmp_path / f"{i}.png" for i in range(len(sizes))]
+    for seed, (path, size) in enumerate(zip(paths, sizes)):
+        write_image(path, *size, seed)
+    model = load_detector(checkpoint).model
+    batches = []
+    model.register_forward_pre_hook(lambda module, args: batches.append([tuple(t.shape[-2:]) for t in args[0]]))
+    results = list(Predictor(model, batch_size=2, score_thresh=0.0).predict_files(paths))
+    assert batches == [[(80, 120)] * 2, [(100, 70)], [(80, 120)] * 2, [(80, 120)]]
+    alone = list(Predictor(model, batch_size=1, score_thresh=0.0).predict_files(paths))
+    for batched, single in zip(results, alone, strict=True):
+        np.testing.assert_array_equal(batched.boxes, single.boxes)
 
 
 def test_predictor_leaves_the_model_as_it_was(checkpoint):

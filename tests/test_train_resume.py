@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from test_train_cli import assert_one_line_error
-from torchvision.models.detection import roi_heads
 from training_helpers import TRAIN_TOOL, folder_contents, model_tensors, run_tool, tiny_config, train_command
 
 from detection.data.build import build_train_loader, dataset_from_config
 from detection.engine import NonFiniteLossError, RunOptions, run_training
 from detection.engine.resume import resumed_config
+from detection.modeling import roi_heads
 
 pytestmark = pytest.mark.slow
 
@@ -55,13 +55,13 @@ def test_resume_continues_exactly(shapes_root, tmp_path):
 def test_non_finite_loss_stops_and_saves_the_last_good_state(shapes_root, tmp_path, monkeypatch):
     assert run_training(tiny_config(shapes_root, tmp_path / "good", "solver.max_iter=2", "solver.steps=[1]")) == 0
     calls = itertools.count(1)
-    original = roi_heads.fastrcnn_loss
+    original = roi_heads.fast_rcnn_losses
 
     def poisoned_in_third_iteration(*args):
         classification, box_regression = original(*args)
         return (classification * math.nan if next(calls) == 3 else classification), box_regression
 
-    monkeypatch.setattr(roi_heads, "fastrcnn_loss", poisoned_in_third_iteration)
+    monkeypatch.setattr(roi_heads, "fast_rcnn_losses", poisoned_in_third_iteration)
     bad = tmp_path / "bad"
     with pytest.raises(
         NonFiniteLossError, match=r"non-finite loss in iteration 3: loss_classifier=nan, loss_box_reg=\S+"

@@ -30,7 +30,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image file, folder or glob pattern")
     parser.add_argument("--output-dir", default="output/infer", help="where the pictures and detections.json go")
     parser.add_argument("--score-thresh", type=float, default=0.5, help="keep detections scoring at least this")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per forward pass")
+    parser.add_argument(
+        "--batch-size", type=int, default=2, help="images per forward pass (consecutive images of one size only)"
+    )
     add_device_argument(parser)
     parser.add_argument(
         "--channels-last", action="store_true", help="NHWC weights (faster on recent GPUs and oneDNN CPUs)"

@@ -33,12 +33,14 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.image_list import ImageList
 
 from backbones import list_backbones
+from backbones.detectron2_names import MSRA_PIXELS
 from backbones.freezing import freeze_batchnorm
 
 from ..errors import UserError
 from ..memory import peak_memory_mib
 from ..modeling.detector import build_detector
 from ..modeling.fusion import fold_detector_batchnorm, optimize_for_inference
+from ..modeling.transform import PixelTransform
 from ..precision import DTYPES, InferencePrecision, autocast_for, native_bf16, resolve_precision
 
 logger = logging.getLogger(__name__)
@@ -597,3 +599,47 @@ def run_benchmark(options: BenchmarkOptions, log: Callable[[str], None] | None =
         "reference_model": REFERENCE_MODEL if options.reference else None,
         "models": models,
     }
+
+
+def benchmark_resize(
+    source_sizes: Sequence[tuple[int, int]],
+    min_size: int,
+    max_size: int,
+    device: torch.device,
+    warmup: int = 2,
+    repeats: int = 20,
+) -> list[dict[str, Any]]:
+    """The detector's input transform (resize, normalise, batch) on one image of each ``(H, W)`` in
+    ``source_sizes``, with torchvision's resize and with detectron2's (``model.resize``), timed interleaved.
+
+    Returns one entry per size: ``source``, each style's output ``size`` and times (``summarize``), and the
+    ``ratio`` detectron2 / torchvision of the medians.
+    """
+    transforms = {
+        style: PixelTransform(min_size, max_size, MSRA_PIXELS, size_divisible=1, resize=style).eval().to(device)
+        for style in ("torchvision", "detectron2")
+    }
+    results = []
+    for height, width in source_sizes:
+        generator = torch.Generator().manual_seed(height * width)
+        image = (torch.randint(0, 256, (3, height, width), generator=generator).float() / 255.0).to(device)
+
+        runners = {style: _transform_runner(transform, image) for style, transform in transforms.items()}
+        times = time_interleaved(runners, warmup, repeats)
+        entry: dict[str, Any] = {"source": [height, width]}
+        for style, transform in transforms.items():
+            with torch.inference_mode():
+                size = transform([image])[0].image_sizes[0]
+            entry[style] = {"size": list(size), "seconds": summarize(times[style])}
+        entry["ratio"] = entry["detectron2"]["seconds"]["median"] / entry["torchvision"]["seconds"]["median"]
+        results.append(entry)
+    return results
+
+
+def _transform_runner(transform: nn.Module, image: Tensor) -> Callable[[], None]:
+    def run() -> None:
+        with torch.inference_mode():
+            transform([image])
+        synchronize(image.device)
+
+    return run

@@ -119,12 +119,14 @@ def export_model(
         How the file was checked, in words (for the tool to print).
 
     Raises:
-        ExportError: an ONNX ``opset`` that cannot express the model, or detections that differ (the
-            file is then kept as ``<path>.mismatch``, and the message says so).
+        ExportError: ONNX for a model with detectron2's resize, an ONNX ``opset`` that cannot express the
+            model, or detections that differ (the file is then kept as ``<path>.mismatch``, and the message
+            says so).
     """
     if export_format not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {export_format!r}; expected one of {EXPORT_FORMATS}")
     if export_format == "onnx":
+        check_onnx_resize(model)
         check_onnx_opset(model, opset)
     path = Path(path)
     handle, temporary = tempfile.mkstemp(prefix=".export-", suffix=path.suffix, dir=path.parent)
@@ -153,6 +155,17 @@ def export_model(
             os.remove(temporary)
     runtime = "torch.jit.load" if export_format == "torchscript" else "onnxruntime"
     return f"checked: same detections as the PyTorch model on 2 images ({runtime})"
+
+
+def check_onnx_resize(model: nn.Module) -> None:
+    """An :class:`ExportError` for detectron2's resize (``model.resize: detectron2``): its output size and PIL's
+    filter taps are computed in Python from each image's size, which an ONNX trace would freeze at the traced
+    image's."""
+    if getattr(model.transform, "resize_style", "torchvision") == "detectron2":
+        raise ExportError(
+            "--format onnx: ONNX cannot express detectron2's resize (model.resize: detectron2: sizes and filter taps "
+            "computed per image); export --format torchscript, which keeps it"
+        )
 
 
 def check_onnx_opset(model: nn.Module, opset: int) -> None:

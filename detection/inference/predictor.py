@@ -142,15 +142,23 @@ class Predictor:
     def predict_files(self, paths: Iterable[Path]) -> Iterator[ImageDetections | ReadFailure]:
         """One result per path, in order: its detections, or a :class:`ReadFailure` if it cannot be read.
 
-        Images are decoded one by one and run ``batch_size`` at a time.
+        Images are decoded one by one and run up to ``batch_size`` at a time, consecutive images of one size
+        together: a batch pads its smaller images to the largest, which changes a detector's features near
+        their borders, so an image's detections would depend on its neighbours (detectron2's predictor runs
+        one image at a time).
         """
         pending: list[tuple[Path, np.ndarray | ReadFailure]] = []
         for path in paths:
             try:
-                pending.append((path, read_image(path)))
+                item: np.ndarray | ReadFailure = read_image(path)
             except ImageReadError as error:
-                pending.append((path, ReadFailure(path, str(error))))
-            if sum(isinstance(item, np.ndarray) for _, item in pending) == self.batch_size:
+                item = ReadFailure(path, str(error))
+            sizes = {image.shape for _, image in pending if isinstance(image, np.ndarray)}
+            if isinstance(item, np.ndarray) and sizes and item.shape not in sizes:
+                yield from self._flush(pending)
+                pending = []
+            pending.append((path, item))
+            if sum(isinstance(image, np.ndarray) for _, image in pending) == self.batch_size:
                 yield from self._flush(pending)
                 pending = []
         yield from self._flush(pending)

@@ -57,7 +57,7 @@ def build_detector(
         scale=opts.pixel_scale or spec.pixels.scale,
         channel_order=opts.channel_order or spec.pixels.channel_order,
     )
-    transform = PixelTransform(opts.min_size, opts.max_size, pixels, opts.size_divisible)
+    transform = PixelTransform(opts.min_size, opts.max_size, pixels, opts.size_divisible, opts.resize)
     return _assemble(spec.trunk, build_rpn(spec, opts), build_roi_heads(spec, num_classes, opts), transform)
 
 
@@ -75,6 +75,7 @@ def build_rpn(spec: BackboneSpec, opts: DetectorOptions) -> C4RegionProposalNetw
         pre_nms_top_n={"training": opts.rpn_pre_nms_top_n_train, "testing": opts.rpn_pre_nms_top_n_test},
         post_nms_top_n={"training": opts.rpn_post_nms_top_n_train, "testing": opts.rpn_post_nms_top_n_test},
         nms_thresh=opts.rpn_nms_thresh,
+        smooth_l1_beta=opts.rpn_smooth_l1_beta,
     )
 
 
@@ -92,6 +93,7 @@ def build_roi_heads(spec: BackboneSpec, num_classes: int, opts: DetectorOptions)
         score_thresh=opts.box_score_thresh,
         nms_thresh=opts.box_nms_thresh,
         detections_per_img=opts.box_detections_per_img,
+        smooth_l1_beta=opts.box_smooth_l1_beta,
     )
 
 

@@ -17,6 +17,10 @@ class DetectorOptions:
     # training image, for multi-scale training), cap on the long side.
     min_size: int | tuple[int, ...] = 600
     max_size: int = 1000
+    # How: "torchvision" (GeneralizedRCNNTransform's: the float image, bilinear, size floored) or
+    # "detectron2" (ResizeShortestEdge: the 8-bit image with PIL's bilinear filter, size rounded half up;
+    # what detectron2's models were trained and evaluated with). See docs/design.md.
+    resize: Literal["torchvision", "detectron2"] = "torchvision"
     # What the RGB [0, 1] input becomes before the trunk: (reorder(x) * pixel_scale - image_mean) / image_std,
     # with mean and std in channel_order. None: what the backbone's weights expect (torchvision's ImageNet
     # mean and std on RGB [0, 1]; the MSRA weights' BGR 0..255 minus a mean, std 1).
@@ -40,11 +44,15 @@ class DetectorOptions:
     rpn_bg_iou_thresh: float = 0.3
     rpn_batch_size_per_image: int = 256
     rpn_positive_fraction: float = 0.5
+    # Box regression losses: smooth L1 with this beta (0: L1). torchvision's 1/9 by default; detectron2's C4
+    # configs use 0 (MODEL.RPN.SMOOTH_L1_BETA, MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA).
+    rpn_smooth_l1_beta: float = 1.0 / 9
     # RoI head: py-faster-rcnn samples 128 RoIs per image with 25% foreground.
     box_batch_size_per_image: int = 128
     box_positive_fraction: float = 0.25
     box_fg_iou_thresh: float = 0.5
     box_bg_iou_thresh: float = 0.5
+    box_smooth_l1_beta: float = 1.0 / 9
     # Test-time post-processing (py-faster-rcnn: score 0.05, NMS 0.3, 100 detections per image).
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.3
@@ -60,6 +68,9 @@ class DetectorOptions:
             or self.rpn_post_nms_top_n_test > self.rpn_pre_nms_top_n_test
         ):
             raise ValueError("RPN post-NMS top-N cannot exceed pre-NMS top-N")
+        for name in ("rpn_smooth_l1_beta", "box_smooth_l1_beta"):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must be >= 0 (0: L1 loss), got {getattr(self, name)}")
         for name in (
             "rpn_positive_fraction",
             "box_positive_fraction",
