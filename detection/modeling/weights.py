@@ -50,9 +50,8 @@ _COCO_META = {"categories": ["__background__", *COCO_CLASSES], **_TEST_SIZE}
 _VOC_META = {"categories": ["__background__", *VOC_CLASSES], **_TEST_SIZE}
 _DOCS = (
     "detectron2's {model} ({schedule}), trained from the MSRA ImageNet weights, converted exactly: the same network "
-    "in torchvision's FasterRCNN computes detectron2's detections (docs/detectron2.md). The AP is detectron2's "
-    "MODEL_ZOO.md figure; the converted model's differs in the first decimal because torchvision resizes the "
-    "float image in the model, detectron2 the 8-bit one with PIL."
+    "in torchvision's FasterRCNN, resizing as detectron2 does, computes detectron2's detections (docs/detectron2.md). "
+    "The AP is detectron2's MODEL_ZOO.md figure."
 )
 
 
