@@ -128,8 +128,9 @@ def test_only_images_of_one_size_share_a_batch(tmp_path, checkpoint):
     results = list(Predictor(model, batch_size=2, score_thresh=0.0).predict_files(paths))
     assert batches == [[(80, 120)] * 2, [(100, 70)], [(80, 120)] * 2, [(80, 120)]]
     alone = list(Predictor(model, batch_size=1, score_thresh=0.0).predict_files(paths))
-    for batched, single in zip(results, alone, strict=True):
-        np.testing.assert_array_equal(batched.boxes, single.boxes)
+    for batched, single in zip(results, alone, strict=True):  # oneDNN sums a batch of 2 in another order
+        np.testing.assert_array_equal(batched.labels, single.labels)
+        np.testing.assert_allclose(batched.boxes, single.boxes, rtol=0, atol=1e-3)
 
 
 def test_predictor_leaves_the_model_as_it_was(checkpoint):
